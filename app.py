@@ -1,0 +1,182 @@
+"""Gradio app (and Hugging Face Spaces entry point): predict, explain and compare fracture models.
+
+    python app.py [--port 7860] [--share] [--models DIR_OR_HUB_ID ...]
+
+UI wiring only: every decision about models, images and explanations lives in ``fracture_demo``.
+"""
+from __future__ import annotations
+
+import argparse
+import re
+from pathlib import Path
+
+import gradio as gr
+import numpy as np
+
+from fracture_demo import ImageError, decode_image, get_spec
+from fracture_demo.explain import METHOD_LABELS, heatmap_image, overlay
+from fracture_demo.imaging import DISPLAY_SIDE
+from fracture_demo.zoo import ModelZoo, discover, ensemble_label
+
+ROOT = Path(__file__).resolve().parent
+EXAMPLES = sorted((ROOT / "assets" / "examples").glob("*.jpg")) + sorted((ROOT / "assets" / "examples").glob("*.png"))
+RESULTS_MD = ROOT / "assets" / "results" / "results.md"
+ROC_PNG = ROOT / "assets" / "results" / "roc.png"
+NOTICE = ("**Research and teaching demo. Not a medical device.** It must not be used to diagnose, triage or "
+          "treat anyone; its models were trained on a small public data set with known flaws (see About).")
+
+
+class FractureApp:
+    """The app's behaviour, callable without a browser (the tests call it directly)."""
+
+    def __init__(self, zoo: ModelZoo) -> None:
+        self.zoo = zoo
+
+    def _decode(self, path: str | None):
+        if not path:
+            raise gr.Error("Upload a radiograph first (PNG, JPEG, BMP, TIFF or DICOM).")
+        try:
+            decoded = decode_image(path, draft_side=DISPLAY_SIDE)
+        except ImageError as exc:
+            raise gr.Error(f"Cannot use this file: {exc}.") from exc
+        for note in decoded.warnings:
+            gr.Warning(note)
+        return decoded
+
+    def methods_for(self, model: str) -> list[tuple[str, str]]:
+        clf_cfg = self.zoo.entries[model].config if model in self.zoo.entries else None
+        arch = (clf_cfg or {}).get("architecture") or self.zoo.get(model).arch
+        return [(METHOD_LABELS[m], m) for m in get_spec(arch).explain_methods]
+
+    def predict(self, image: str | None, model: str | None = None, method: str = "gradcam", opacity: float = 0.5):
+        """-> (label probabilities, overlay, raw heatmap, details markdown, state for re-blending)."""
+        decoded = self._decode(image)
+        model = model or self.zoo.default
+        clf = self.zoo.get(model)
+        if method not in get_spec(clf.arch).explain_methods:
+            method = "gradcam"
+        e = clf.explain(decoded, method, opacity)
+        p = e.prediction
+        details = (f"**{model}** ({clf.arch}): P(fractured) = **{p.probability:.3f}**, decision "
+                   f"**{p.label}** at threshold {p.threshold:.3f}. Map: {METHOD_LABELS[method]} of the evidence "
+                   f"for *{e.target}*." + "".join(f"\n\n⚠️ {w}" for w in p.warnings))
+        return p.as_label_dict(), e.overlay, heatmap_image(e.heatmap), details, (np.asarray(e.image), e.heatmap)
+
+    def reblend(self, state, opacity: float):
+        if not state:
+            return None
+        from PIL import Image
+        img, heat = state
+        return overlay(Image.fromarray(img), heat, opacity)
+
+    def compare(self, image: str | None, method: str = "gradcam", opacity: float = 0.5):
+        """-> (table rows, gallery of overlays, ensemble probabilities)."""
+        decoded = self._decode(image)
+        if not self.zoo.names:
+            raise gr.Error("No trained models are available.")
+        explanations, mean = self.zoo.compare(decoded, method, opacity)
+        rows, gallery = [], []
+        for name, e in zip(self.zoo.names, explanations):
+            entry = self.zoo.entries[name]
+            acc, bal = entry.score("official test", "accuracy"), entry.score()
+            rows.append([name, round(e.prediction.probability, 4), e.prediction.label,
+                         round(acc, 3) if acc is not None else None, round(bal, 3) if bal is not None else None])
+            gallery.append((e.overlay, f"{name}: {e.prediction.probability:.2f} ({METHOD_LABELS[e.method]})"))
+        return rows, gallery, ensemble_label(mean)
+
+
+def _about(zoo: ModelZoo) -> str:
+    parts = [NOTICE, "## Results (bundled models)",
+             RESULTS_MD.read_text() if RESULTS_MD.is_file() else "_No results table generated yet._",
+             "## The data and its caveats",
+             "Bone Fracture Multi-Region X-ray Data (Kaggle, bmadushanirodrigo; merging Bone Break Classifier by "
+             "Mohan Kumar, bone_fracture by Abdelaziz Faramawy and fracture by Harsha Arya), ODC-By 1.0. "
+             "Its official splits leak: 491 of the 506 test images are byte-identical to training images, and "
+             "most training images are rotated copies of 99 radiographs. Official-split accuracy therefore mostly "
+             "measures memorisation; the *grouped* split keeps every group of related images on one side and is "
+             "the number to judge a model by. Some images carry arrows or text a model can read instead of bone."]
+    return "\n\n".join(parts)
+
+
+def _cards(zoo: ModelZoo) -> list[tuple[str, str]]:
+    cards = []
+    for name, entry in zoo.entries.items():
+        readme = Path(entry.source) / "README.md"
+        if readme.is_file():
+            cards.append((name, re.sub(r"^---\n.*?\n---\n", "", readme.read_text(), flags=re.S)))
+    return cards
+
+
+def build_app(zoo: ModelZoo) -> gr.Blocks:
+    app = FractureApp(zoo)
+    choices = [(zoo.entries[n].label, n) for n in zoo.names]
+    default = zoo.default
+    methods = app.methods_for(default) if default else [(METHOD_LABELS["gradcam"], "gradcam")]
+    with gr.Blocks(title="Bone-fracture X-ray classifier") as demo:
+        gr.Markdown("# Bone-fracture X-ray classifier\nUpload a radiograph, pick a model, and see how likely a "
+                    "fracture is and where the model looked.\n\n" + NOTICE)
+        with gr.Tab("Predict"):
+            with gr.Row():
+                with gr.Column(scale=1):
+                    file = gr.File(label="Radiograph (PNG, JPEG, BMP, TIFF, 16-bit, DICOM)", type="filepath",
+                                   elem_id="radiograph")
+                    camera = gr.Image(label="…or webcam / clipboard", type="filepath",
+                                      sources=["webcam", "clipboard"], height=160)
+                    model = gr.Dropdown(choices, value=default, label="Model", elem_id="model")
+                    method = gr.Dropdown(methods, value="gradcam", label="Explanation", elem_id="method")
+                    opacity = gr.Slider(0, 1, value=0.5, step=0.05, label="Overlay opacity")
+                    run = gr.Button("Predict", variant="primary", elem_id="predict")
+                    if EXAMPLES:
+                        gr.Examples([[str(p)] for p in EXAMPLES], inputs=[file], label="Examples (from the data set, ODC-By)")
+                with gr.Column(scale=2):
+                    label = gr.Label(num_top_classes=2, label="Probability", elem_id="probability")
+                    details = gr.Markdown(elem_id="details")
+                    with gr.Row():
+                        over = gr.Image(label="Explanation overlay", type="pil", elem_id="overlay")
+                        heat = gr.Image(label="Raw heatmap", type="pil", elem_id="heatmap")
+            state = gr.State()
+            outputs = [label, over, heat, details, state]
+            run.click(app.predict, [file, model, method, opacity], outputs, api_name="predict")
+            file.upload(app.predict, [file, model, method, opacity], outputs, api_visibility="private")
+            camera.change(lambda p: p, camera, file, api_visibility="private").then(
+                app.predict, [file, model, method, opacity], outputs, api_visibility="private")
+            model.change(lambda m: gr.Dropdown(choices=app.methods_for(m), value="gradcam"), model, method,
+                         api_visibility="private")
+            opacity.release(app.reblend, [state, opacity], over, api_visibility="private")
+        with gr.Tab("Compare"):
+            with gr.Row():
+                cfile = gr.File(label="Radiograph", type="filepath")
+                cmethod = gr.Dropdown([(METHOD_LABELS[m], m) for m in ("gradcam", "gradcam++", "hirescam", "eigencam")],
+                                      value="gradcam", label="Explanation (Grad-CAM where a model lacks it)")
+                crun = gr.Button("Compare all models", variant="primary")
+            ensemble = gr.Label(num_top_classes=2, label="Ensemble (mean of all models)")
+            table = gr.Dataframe(headers=["model", "P(fractured)", "decision", "official acc", "grouped bal. acc"],
+                                 label="Every model on this image")
+            gallery = gr.Gallery(label="Where each model looked", columns=4)
+            crun.click(app.compare, [cfile, cmethod], [table, gallery, ensemble], api_name="compare")
+        with gr.Tab("About"):
+            gr.Markdown(_about(zoo))
+            if ROC_PNG.is_file():
+                gr.Image(str(ROC_PNG), label="ROC curves (grouped test split)", interactive=False)
+            for name, card in _cards(zoo):
+                with gr.Accordion(f"Model card: {name}", open=False):
+                    gr.Markdown(card)
+    demo.queue(default_concurrency_limit=2, max_size=64)
+    return demo
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--port", type=int, default=None, help="default: $GRADIO_SERVER_PORT or 7860")
+    ap.add_argument("--host", default=None, help="e.g. 0.0.0.0 to listen on every interface")
+    ap.add_argument("--share", action="store_true", help="public gradio.live link (needs a network)")
+    ap.add_argument("--models", nargs="*", default=[], help="extra model folders or Hub ids")
+    args = ap.parse_args(argv)
+    zoo = ModelZoo(discover(args.models))
+    if zoo.default:
+        zoo.get(zoo.default)  # warm: the first request should not pay for loading
+    build_app(zoo).launch(server_name=args.host, server_port=args.port, share=args.share)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,16 @@
+"""Explainable bone-fracture X-ray classification: model zoo, preprocessing, inference, Hub I/O.
+
+    >>> import fracture_demo as fd
+    >>> fd.list_models()
+    >>> clf = fd.load("assets/models/mobilenetv3")
+    >>> clf.predict("xray.jpg").probability
+    >>> clf.explain("xray.jpg", method="gradcam").overlay
+"""
+from .classifier import LABELS, Explanation, FractureClassifier, Prediction, load
+from .imaging import Decoded, ImageError, decode_image
+from .registry import count_parameters, create_model, data_config, get_spec, list_models
+
+__all__ = [
+    "LABELS", "Decoded", "Explanation", "FractureClassifier", "ImageError", "Prediction",
+    "count_parameters", "create_model", "data_config", "decode_image", "get_spec", "list_models", "load",
+]

@@ -1,0 +1,136 @@
+"""A trained model plus the config that says how to feed it: load, predict, explain, save, push.
+
+In the manner of huggingface_hub's ``PyTorchModelHubMixin``: a model folder holds
+``model.safetensors`` and ``config.json`` and looks exactly like its repo on the Hub.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from . import explain as _explain
+from .hub import push_folder, resolve_model_dir
+from .imaging import Decoded, ImageSource, decode_image, display_image, normalize, to_array
+from .registry import create_model, data_config, get_spec
+
+LABELS = ["not fractured", "fractured"]
+WEIGHTS_NAME, CONFIG_NAME = "model.safetensors", "config.json"
+
+
+@dataclass
+class Prediction:
+    probability: float  # calibrated P(fractured)
+    label: str
+    threshold: float
+    warnings: list[str] = field(default_factory=list)
+
+    def as_label_dict(self) -> dict[str, float]:
+        return {LABELS[1]: self.probability, LABELS[0]: 1.0 - self.probability}
+
+
+@dataclass
+class Explanation:
+    prediction: Prediction
+    method: str
+    target: str  # which class the map explains
+    heatmap: np.ndarray  # [0,1], same size as ``image``
+    image: Image.Image  # the radiograph as shown
+    overlay: Image.Image
+
+
+class FractureClassifier:
+    """One trained architecture; every architecture behaves the same through this class."""
+
+    def __init__(self, model: nn.Module, config: dict) -> None:
+        self.model = model.eval()
+        self.config = config
+        self.arch = config["architecture"]
+
+    @classmethod
+    def new(cls, arch: str, pretrained: str | None = None, image_size: int | None = None,
+            **config) -> "FractureClassifier":
+        """A fresh model of ``arch`` with its default config (for training)."""
+        base = {"architecture": arch, **data_config(arch, pretrained, image_size), "labels": LABELS,
+                "threshold": 0.5, "temperature": 1.0}
+        return cls(create_model(arch, pretrained, **base["model_kwargs"]), {**base, **config})
+
+    @classmethod
+    def from_pretrained(cls, folder_or_id: str | os.PathLike, revision: str | None = None) -> "FractureClassifier":
+        folder = resolve_model_dir(folder_or_id, revision)
+        config = json.loads((folder / CONFIG_NAME).read_text())
+        get_spec(config["architecture"])  # a clear error for unknown architectures
+        model = create_model(config["architecture"], **config.get("model_kwargs", {}))
+        state = {k: v.float() if v.is_floating_point() else v for k, v in load_file(folder / WEIGHTS_NAME).items()}
+        model.load_state_dict(state)
+        clf = cls(model, config)
+        clf.source = str(folder_or_id)
+        return clf
+
+    def save_pretrained(self, folder: str | os.PathLike, half: bool = False) -> Path:
+        """Write weights (fp16 if ``half``) and config; other files in the folder are left alone."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        state = {k: (v.half() if half and v.is_floating_point() else v).contiguous()
+                 for k, v in self.unwrapped.state_dict().items()}
+        save_file(state, folder / WEIGHTS_NAME, metadata={"format": "pt", "architecture": self.arch})
+        (folder / CONFIG_NAME).write_text(json.dumps(self.config, indent=2) + "\n")
+        return folder
+
+    def push_to_hub(self, repo_id: str, folder: str | os.PathLike, private: bool = False, api=None) -> str:
+        self.save_pretrained(folder)
+        return push_folder(folder, repo_id, private=private, api=api)
+
+    @property
+    def unwrapped(self) -> nn.Module:
+        return getattr(self.model, "module", self.model)
+
+    # ----- inference -------------------------------------------------------------------
+    @property
+    def image_size(self) -> int:
+        return int(self.config["image_size"])
+
+    def decode(self, image: ImageSource | Decoded) -> Decoded:
+        return image if isinstance(image, Decoded) else decode_image(image, draft_side=self.image_size)
+
+    def preprocess(self, decoded: Decoded) -> torch.Tensor:
+        arr = torch.from_numpy(to_array(decoded.image, self.image_size))[None, None]
+        return normalize(arr, self.config["mean"], self.config["std"])
+
+    def probability(self, logits: torch.Tensor) -> torch.Tensor:
+        """Calibrated P(fractured): sigmoid of the temperature-scaled logit."""
+        return torch.sigmoid(logits.float() / float(self.config.get("temperature", 1.0)))
+
+    def _prediction(self, p: float, notes: list[str]) -> Prediction:
+        thr = float(self.config.get("threshold", 0.5))
+        return Prediction(p, LABELS[int(p >= thr)], thr, list(notes))
+
+    @torch.no_grad()
+    def predict(self, image: ImageSource | Decoded) -> Prediction:
+        decoded = self.decode(image)
+        p = self.probability(self.model(self.preprocess(decoded))).item()
+        return self._prediction(p, decoded.warnings)
+
+    def explain(self, image: ImageSource | Decoded, method: str = "gradcam", opacity: float = 0.5,
+                target: str | None = None) -> Explanation:
+        """Prediction plus a heatmap of the evidence for ``target`` (default: the predicted class)."""
+        decoded = self.decode(image)
+        x = self.preprocess(decoded)
+        pred = self.predict(decoded)
+        target = target or pred.label
+        heat = _explain.cam_map(self.model, self.arch, x, method, LABELS.index(target))
+        shown = display_image(decoded.image)
+        heat = _explain.resize_map(heat, shown.size)
+        return Explanation(pred, method, target, heat, shown, _explain.overlay(shown, heat, opacity))
+
+
+def load(folder_or_id: str | os.PathLike, revision: str | None = None) -> FractureClassifier:
+    """Load a trained model from a local folder or a Hub id (one code path)."""
+    return FractureClassifier.from_pretrained(folder_or_id, revision)

@@ -1,0 +1,104 @@
+"""Where the model looked: CAMs from pytorch-grad-cam, and attention rollout for ViT.
+
+Small pieces in pytorch-grad-cam's own style: a method name -> CAM class, the registry's
+target layer and reshape transform, and a binary target. Hooks live only inside one call.
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator
+
+import numpy as np
+import torch
+from PIL import Image
+from pytorch_grad_cam import EigenCAM, GradCAM, GradCAMPlusPlus, HiResCAM, ScoreCAM
+from pytorch_grad_cam.utils.image import show_cam_on_image
+from pytorch_grad_cam.utils.model_targets import BinaryClassifierOutputTarget
+from torch import nn
+
+from .registry import get_spec, reshape_transform
+
+CAM_CLASSES = {
+    "gradcam": GradCAM,
+    "gradcam++": GradCAMPlusPlus,
+    "hirescam": HiResCAM,
+    "eigencam": EigenCAM,
+    "scorecam": ScoreCAM,
+}
+METHOD_LABELS = {
+    "gradcam": "Grad-CAM", "gradcam++": "Grad-CAM++", "hirescam": "HiResCAM",
+    "eigencam": "EigenCAM", "scorecam": "ScoreCAM", "attention_rollout": "Attention rollout",
+}
+
+
+def cam_map(model: nn.Module, arch: str, x: torch.Tensor, method: str, target_class: int) -> np.ndarray:
+    """A [0,1] heatmap at the input's resolution for one image ``x`` (1x3xHxW)."""
+    if method == "attention_rollout":
+        return attention_rollout(model, x)
+    if method not in get_spec(arch).explain_methods:
+        raise ValueError(f"{method!r} is not available for {arch}; choose one of {list(get_spec(arch).explain_methods)}")
+    cls = CAM_CLASSES[method]
+    kwargs = {"reshape_transform": reshape_transform(arch, model)}
+    with torch.enable_grad(), cls(model=model, target_layers=[get_spec(arch).cam_layer(model)], **kwargs) as cam:
+        if method == "scorecam":
+            cam.batch_size = 32
+        heat = cam(input_tensor=x, targets=[BinaryClassifierOutputTarget(target_class)])[0]
+    return np.nan_to_num(heat.astype(np.float32))
+
+
+@contextmanager
+def _attention_probs(model: nn.Module) -> Iterator[list[torch.Tensor]]:
+    """Capture every block's softmaxed attention; timm's fused attention hides it, so unfuse briefly."""
+    captured: list[torch.Tensor] = []
+    attns = [blk.attn for blk in model.blocks]
+    fused = [a.fused_attn for a in attns]
+    handles = [a.attn_drop.register_forward_hook(lambda _m, _i, out: captured.append(out.detach())) for a in attns]
+    for a in attns:
+        a.fused_attn = False
+    try:
+        yield captured
+    finally:
+        for a, f in zip(attns, fused):
+            a.fused_attn = f
+        for h in handles:
+            h.remove()
+
+
+@torch.no_grad()
+def attention_rollout(model: nn.Module, x: torch.Tensor, discard_ratio: float = 0.0) -> np.ndarray:
+    """Abnar & Zuidema's rollout: multiply head-averaged attention (+identity) through the layers."""
+    with _attention_probs(model) as probs:
+        model(x)
+    n = probs[0].size(-1)
+    rollout = torch.eye(n)
+    for a in probs:
+        a = a[0].float().mean(0)
+        if discard_ratio:
+            flat = a.flatten()
+            flat[flat.argsort()[: int(flat.numel() * discard_ratio)]] = 0
+        a = a + torch.eye(n)
+        rollout = (a / a.sum(-1, keepdim=True)) @ rollout
+    prefix = model.num_prefix_tokens
+    h, w = model.patch_embed.grid_size
+    heat = rollout[0, prefix:].reshape(1, 1, h, w)
+    heat = torch.nn.functional.interpolate(heat, size=x.shape[-2:], mode="bilinear", align_corners=False)[0, 0]
+    heat = heat - heat.min()
+    return (heat / heat.max().clamp_min(1e-8)).numpy().astype(np.float32)
+
+
+def resize_map(heat: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Stretch a heatmap to an image's (width, height)."""
+    img = Image.fromarray(heat.astype(np.float32), mode="F").resize(size, Image.BILINEAR)
+    return np.clip(np.asarray(img, dtype=np.float32), 0, 1)
+
+
+def overlay(image: Image.Image, heat: np.ndarray, opacity: float = 0.5) -> Image.Image:
+    """Colour the heatmap (jet) over the radiograph; ``heat`` must already match its size."""
+    rgb = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
+    opacity = float(np.clip(opacity, 0.0, 1.0))
+    return Image.fromarray(show_cam_on_image(rgb, heat, use_rgb=True, image_weight=1.0 - opacity))
+
+
+def heatmap_image(heat: np.ndarray) -> Image.Image:
+    """The raw heatmap as a colour image (no radiograph underneath)."""
+    return Image.fromarray(show_cam_on_image(np.zeros((*heat.shape, 3), np.float32), heat, use_rgb=True, image_weight=0.0))

@@ -1,0 +1,209 @@
+"""One registry: a short model name -> how to build it, feed it and explain it.
+
+Like timm's ``create_model`` / ``resolve_model_data_config``: callers (training, the app,
+the evaluator) never special-case an architecture; everything that differs lives here.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import timm
+import torch
+from torch import nn
+
+from .models import CustomCNN, vgg19_bn_gap
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+HALF = (0.5, 0.5, 0.5)
+CNN_METHODS = ("gradcam", "gradcam++", "hirescam", "eigencam", "scorecam")
+#: Where ``--pretrained local`` looks for the files of ``ModelSpec.local_file``.
+PRETRAINED_DIR_ENV = "FRACTURE_PRETRAINED_DIR"
+_DEFAULT_PRETRAINED_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "pretrained"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Everything the rest of the code needs to know about one architecture."""
+
+    name: str
+    family: str
+    description: str
+    build: Callable[..., nn.Module]  # build(pretrained_file_or_hub_or_None) -> nn.Module
+    image_size: int = 224
+    mean: Sequence[float] = IMAGENET_MEAN
+    std: Sequence[float] = IMAGENET_STD
+    kind: str = "cnn"  # cnn | vit | swin: decides the reshape and the explanation methods
+    cam_layer: Callable[[nn.Module], nn.Module] = lambda m: m
+    hub_weights: str | None = None  # what --pretrained hub downloads (None: nothing exists)
+    local_file: str | None = None  # file name of offline ImageNet weights, if any
+    local_norm: tuple[Sequence[float], Sequence[float]] | None = None  # norm those weights expect
+    explain_methods: Sequence[str] = CNN_METHODS
+    build_kwargs: dict = field(default_factory=dict)
+    size_kwarg: str | None = None  # builder argument that sets another input size (None: any size works)
+    fixed_size: bool = False  # True: only ``image_size`` works (a flatten into Linear layers)
+
+
+_REGISTRY: dict[str, ModelSpec] = {}
+
+
+def register(spec: ModelSpec) -> ModelSpec:
+    _REGISTRY[spec.name] = spec
+    return spec
+
+
+def list_models() -> list[str]:
+    """Names of every registered architecture, sorted."""
+    return sorted(_REGISTRY)
+
+
+def get_spec(name: str) -> ModelSpec:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(list_models())}") from None
+
+
+def resolve_pretrained(name: str, pretrained: str | os.PathLike | None) -> tuple[str | None, str]:
+    """Turn ``hub|none|local|PATH`` into (what the builder loads, a label for the model card).
+
+    A directory is searched for the spec's offline file, so ``--pretrained ../shared/pretrained``
+    works for every model that has one.
+    """
+    spec = get_spec(name)
+    if pretrained in (None, "", "none", False):
+        return None, "none (random init)"
+    if pretrained == "hub":
+        if not spec.hub_weights:
+            raise ValueError(f"{name}: no Hub ImageNet weights exist for this variant; use --pretrained none")
+        return "hub", f"hub:{spec.hub_weights}"
+    path = Path(os.environ.get(PRETRAINED_DIR_ENV, _DEFAULT_PRETRAINED_DIR)) if pretrained == "local" else Path(pretrained)
+    if path.is_dir():
+        if not spec.local_file:
+            raise ValueError(f"{name}: no offline weights file is known for this model")
+        path = path / spec.local_file
+    if not path.is_file():
+        raise FileNotFoundError(f"{name}: pretrained weights not found at {path}")
+    return str(path), f"file:{path.name}"
+
+
+def data_config(name: str, pretrained: str | os.PathLike | None = None, image_size: int | None = None) -> dict:
+    """Input size, normalisation and build arguments the model expects (the weights' own norm).
+
+    ``image_size`` other than the spec's is passed to the builder where it needs it (ViT, Swin).
+    """
+    spec = get_spec(name)
+    mean, std = spec.mean, spec.std
+    source, _ = resolve_pretrained(name, pretrained)
+    if source not in (None, "hub") and spec.local_norm:
+        mean, std = spec.local_norm
+    size = image_size or spec.image_size
+    if size != spec.image_size and spec.fixed_size:
+        raise ValueError(f"{name} only works at {spec.image_size}x{spec.image_size} (its head is sized for it)")
+    kwargs = {spec.size_kwarg: size} if size != spec.image_size and spec.size_kwarg else {}
+    return {"image_size": size, "mean": list(mean), "std": list(std), "model_kwargs": kwargs}
+
+
+def create_model(name: str, pretrained: str | os.PathLike | None = None, **kwargs) -> nn.Module:
+    """Build ``name`` with a one-logit head (sigmoid = P(fractured)).
+
+    ``pretrained``: None/"none" (random init), "hub" (download, needs a network), "local"
+    (the offline file in ``$FRACTURE_PRETRAINED_DIR``), or a file or folder path.
+    """
+    spec = get_spec(name)
+    source, _ = resolve_pretrained(name, pretrained)
+    try:
+        return spec.build(source, **{**spec.build_kwargs, **kwargs})
+    except (OSError, RuntimeError) as exc:
+        if source == "hub":
+            raise RuntimeError(f"{name}: could not download ImageNet weights ({exc}); offline, "
+                               "pass --pretrained none or a local file") from exc
+        raise
+
+
+def _timm(timm_name: str, **fixed) -> Callable[..., nn.Module]:
+    def build(source: str | None, **kwargs) -> nn.Module:
+        kw = {**fixed, **kwargs, "num_classes": 1}
+        if source is None:
+            return timm.create_model(timm_name, pretrained=False, **kw)
+        if source == "hub":
+            return timm.create_model(timm_name, pretrained=True, **kw)
+        return timm.create_model(timm_name, pretrained=True, pretrained_cfg_overlay={"file": source}, **kw)
+    return build
+
+
+def _no_pretrained(factory: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+    def build(source: str | None, **kwargs) -> nn.Module:
+        if source is not None:
+            raise ValueError("this architecture has no ImageNet weights; use --pretrained none")
+        return factory(**kwargs)
+    return build
+
+
+def _wide_resnet(**kwargs) -> nn.Module:
+    from timm.models.resnet import Bottleneck, ResNet
+    return ResNet(Bottleneck, layers=(1, 1, 1, 1), base_width=128, channels=(32, 64, 128, 256), num_classes=1, **kwargs)
+
+
+_cnn_methods = CNN_METHODS
+_vit_methods = ("gradcam", "attention_rollout")
+_swin_methods = ("gradcam", "gradcam++", "hirescam", "eigencam")
+
+register(ModelSpec(
+    "custom_cnn", "Custom CNN", "The original study's own 3-conv, 5-linear CNN (6.4M parameters).",
+    _no_pretrained(lambda **kw: CustomCNN(**kw)), cam_layer=lambda m: m.convs[-1], fixed_size=True))
+register(ModelSpec(
+    "vgg19", "VGG19", "VGG19-BN conv stack at half width with a global-average-pool head (5.0M).",
+    _no_pretrained(lambda **kw: vgg19_bn_gap(**{"width": 0.5, **kw})), cam_layer=lambda m: m[0][-2]))
+register(ModelSpec(
+    "mobilenetv3", "MobileNetV3", "timm tf_mobilenetv3_small_100 (1.5M), ImageNet start from a local file.",
+    _timm("tf_mobilenetv3_small_100"), mean=HALF, std=HALF, cam_layer=lambda m: m.blocks[-1],
+    hub_weights="tf_mobilenetv3_small_100.in1k", local_file="tf_mobilenetv3_small_100.safetensors",
+    local_norm=(HALF, HALF)))
+register(ModelSpec(
+    "regnet", "RegNet", "timm regnetx_002 (RegNetX-200MF, 2.3M), ImageNet start from a local file.",
+    _timm("regnetx_002"), cam_layer=lambda m: m.s4,
+    hub_weights="regnetx_002.pycls_in1k", local_file="regnetx_002.safetensors"))
+register(ModelSpec(
+    "wide_resnet", "Wide ResNet", "Bottleneck ResNet-14 at width x2 (WRN-14-2), half channels (4.9M).",
+    _no_pretrained(_wide_resnet), cam_layer=lambda m: m.layer4))
+register(ModelSpec(
+    "vit", "Vision Transformer", "timm vit_tiny_patch16_224 (ViT-Ti/16, 5.5M).",
+    _timm("vit_tiny_patch16_224"), mean=HALF, std=HALF, kind="vit", cam_layer=lambda m: m.blocks[-1].norm1,
+    hub_weights="vit_tiny_patch16_224.augreg_in21k_ft_in1k", explain_methods=_vit_methods, size_kwarg="img_size"))
+register(ModelSpec(
+    "swin", "Swin Transformer", "Swin-T layout (depths 2-2-6-2, window 7) at embed dim 48 (6.9M).",
+    _timm("swin_tiny_patch4_window7_224", embed_dim=48, num_heads=(2, 4, 8, 16)), kind="swin",
+    cam_layer=lambda m: m.layers[-1].blocks[-1].norm1, explain_methods=_swin_methods, size_kwarg="img_size"))
+register(ModelSpec(
+    "efficientnet_lite0", "EfficientNet", "timm tf_efficientnet_lite0 (3.4M), ImageNet start from a local file.",
+    _timm("tf_efficientnet_lite0"), mean=HALF, std=HALF, cam_layer=lambda m: m.bn2,
+    hub_weights="tf_efficientnet_lite0.in1k", local_file="tf_efficientnet_lite0.safetensors",
+    local_norm=(HALF, HALF)))
+register(ModelSpec(
+    "mobilenetv2", "MobileNetV2", "timm mobilenetv2_100 with TF 'same' padding (2.2M), local ImageNet start.",
+    _timm("mobilenetv2_100", pad_type="same"), cam_layer=lambda m: m.bn2,
+    hub_weights="mobilenetv2_100.ra_in1k", local_file="mobilenetv2_100.safetensors", local_norm=(HALF, HALF)))
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def reshape_transform(name: str, model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """Turn a transformer layer's token output into an NCHW map for pytorch-grad-cam."""
+    kind = get_spec(name).kind
+    if kind == "vit":
+        prefix = model.num_prefix_tokens
+        h, w = model.patch_embed.grid_size
+
+        def vit(t: torch.Tensor) -> torch.Tensor:
+            t = t[:, prefix:, :]
+            return t.reshape(t.size(0), h, w, t.size(2)).permute(0, 3, 1, 2)
+        return vit
+    if kind == "swin":  # timm Swin blocks work in NHWC
+        return lambda t: t.permute(0, 3, 1, 2)
+    return None

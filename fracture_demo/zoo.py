@@ -1,0 +1,96 @@
+"""The set of trained models an app or a script offers: found once, loaded once, compared together."""
+from __future__ import annotations
+
+import json
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .classifier import LABELS, Explanation, FractureClassifier, load
+from .imaging import Decoded, ImageSource
+
+BUNDLED_DIR = Path(__file__).resolve().parents[1] / "assets" / "models"
+#: Extra models (folders or Hub ids, comma-separated) the app should offer.
+MODELS_ENV = "FRACTURE_MODELS"
+
+
+@dataclass(frozen=True)
+class ZooEntry:
+    source: str  # folder or Hub id
+    name: str  # what the UI shows
+    config: dict | None  # known without loading weights for local folders
+
+    def score(self, split: str = "grouped test", key: str = "balanced_accuracy") -> float | None:
+        m = (self.config or {}).get("metrics", {}).get(split, {})
+        return m.get(key)
+
+    @property
+    def label(self) -> str:
+        acc, bal = self.score("official test", "accuracy"), self.score()
+        parts = [f"official acc {acc:.3f}" if acc is not None else "", f"grouped bal. acc {bal:.3f}" if bal is not None else ""]
+        extra = ", ".join(p for p in parts if p)
+        return f"{self.name} ({extra})" if extra else self.name
+
+
+def discover(extra: list[str] | None = None, bundled: Path = BUNDLED_DIR) -> list[ZooEntry]:
+    """Bundled model folders plus any extra folders / Hub ids (flag or ``$FRACTURE_MODELS``)."""
+    entries = []
+    if bundled.is_dir():
+        for cfg in sorted(bundled.glob("*/config.json")):
+            entries.append(ZooEntry(str(cfg.parent), cfg.parent.name, json.loads(cfg.read_text())))
+    extra = list(extra or []) + [s for s in os.environ.get(MODELS_ENV, "").split(",") if s.strip()]
+    for src in extra:
+        src = src.strip()
+        cfg = Path(src) / "config.json"
+        entries.append(ZooEntry(src, Path(src).name if cfg.is_file() else src,
+                                json.loads(cfg.read_text()) if cfg.is_file() else None))
+    return entries
+
+
+class ModelZoo:
+    """Lazily loads each model once (thread-safe); the default is the best on the grouped split."""
+
+    def __init__(self, entries: list[ZooEntry]) -> None:
+        self.entries = {e.name: e for e in entries}
+        self._loaded: dict[str, FractureClassifier] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.entries)
+
+    @property
+    def default(self) -> str | None:
+        if not self.entries:
+            return None
+        return max(self.entries.values(), key=lambda e: (e.score() or -1.0, e.score("official test", "accuracy") or -1)).name
+
+    def get(self, name: str) -> FractureClassifier:
+        if name not in self.entries:
+            raise KeyError(f"unknown model {name!r}; available: {', '.join(self.names) or 'none'}")
+        with self._lock:
+            if name not in self._loaded:
+                self._loaded[name] = load(self.entries[name].source)
+            return self._loaded[name]
+
+    def compare(self, image: ImageSource | Decoded, method: str = "gradcam", opacity: float = 0.5) -> tuple[list[Explanation], float]:
+        """Every model's explanation of one image, and the ensemble's mean P(fractured)."""
+        out = []
+        for name in self.names:
+            clf = self.get(name)
+            m = method if method in clf_methods(clf) else "gradcam"
+            out.append(clf.explain(image, m, opacity))
+        mean = float(np.mean([e.prediction.probability for e in out])) if out else float("nan")
+        return out, mean
+
+
+def clf_methods(clf: FractureClassifier) -> list[str]:
+    from .registry import get_spec
+    return list(get_spec(clf.arch).explain_methods)
+
+
+def ensemble_label(p: float) -> dict[str, float]:
+    return {LABELS[1]: p, LABELS[0]: 1 - p}

@@ -1,0 +1,65 @@
+"""A tiny synthetic data set in Kaggle's layout, with the odd and broken files real data has.
+
+Class depends on a bright square ("fracture") placed at a random spot on a noisy grey image,
+so a model can learn it in a few steps and its explanation should peak on the square.
+"""
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+
+def synthetic_xray(rng: np.random.Generator, fractured: bool, size: int = 96) -> tuple[Image.Image, tuple[int, int]]:
+    img = rng.normal(60, 12, (size, size)).clip(0, 255)
+    yy, xx = np.mgrid[:size, :size]
+    img += 50 * np.exp(-(((xx - size / 2) / (size / 4)) ** 2))  # a "bone"
+    cy, cx = rng.integers(size // 5, size - size // 5, 2)
+    if fractured:
+        img[cy - size // 10:cy + size // 10, cx - size // 10:cx + size // 10] = 250
+    return Image.fromarray(img.clip(0, 255).astype(np.uint8), "L"), (int(cy), int(cx))
+
+
+def make_dataset(root: Path, per_class: dict[str, int], seed: int = 0, bad_files: bool = True) -> Path:
+    rng = np.random.default_rng(seed)
+    for split, n in per_class.items():
+        for label in ("fractured", "not fractured"):
+            d = root / split / label
+            d.mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                img, _ = synthetic_xray(rng, label == "fractured")
+                mode = i % 4
+                if mode == 1:
+                    img = img.convert("RGB")
+                if mode == 2:
+                    img.convert("RGBA").save(d / f"{i}.png")
+                    continue
+                if mode == 3:
+                    img.convert("P").save(d / f"{i}.png")
+                    continue
+                img.save(d / f"{i}.jpg", quality=90)
+    if bad_files:
+        tr = root / "train" / "not fractured"
+        buf = io.BytesIO()
+        synthetic_xray(rng, False)[0].save(buf, "JPEG")
+        (tr / "truncated.jpg").write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
+        (tr / "empty.jpg").write_bytes(b"")
+        (tr / "notes.jpg").write_text("this is not an image")
+        buf = io.BytesIO()
+        synthetic_xray(rng, False)[0].save(buf, "PNG")
+        (tr / "png_inside.jpg").write_bytes(buf.getvalue())
+        arr16 = (np.asarray(synthetic_xray(rng, True)[0], np.uint16) * 200)
+        Image.fromarray(arr16, "I;16").save(root / "train" / "fractured" / "sixteen.png")
+    return root
+
+
+@pytest.fixture(scope="session")
+def dataset(tmp_path_factory) -> Path:
+    return make_dataset(tmp_path_factory.mktemp("data"), {"train": 24, "val": 8, "test": 8})

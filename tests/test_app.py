@@ -1,0 +1,174 @@
+"""The app's functions, its bad-input messages, hook hygiene, and the launched app via gradio_client."""
+import io
+import socket
+import threading
+
+import gradio as gr
+import numpy as np
+import pytest
+from PIL import Image
+
+import fracture_demo as fd
+from app import FractureApp, build_app
+from fracture_demo.zoo import ModelZoo, ZooEntry
+from train.loop import TrainConfig, train
+
+
+@pytest.fixture(scope="module")
+def tiny_model(dataset, tmp_path_factory):
+    out = tmp_path_factory.mktemp("app") / "tiny"
+    train(TrainConfig(model="mobilenetv3", data_dir=str(dataset), output_dir=str(out), epochs=1, batch_size=8,
+                      image_size=64, bootstrap=0, workers=1))
+    return out
+
+
+@pytest.fixture(scope="module")
+def zoo(tiny_model):
+    cfg = fd.load(tiny_model).config
+    return ModelZoo([ZooEntry(str(tiny_model), "tiny", cfg), ZooEntry(str(tiny_model), "tiny-copy", cfg)])
+
+
+@pytest.fixture(scope="module")
+def app(zoo):
+    return FractureApp(zoo)
+
+
+@pytest.fixture
+def xray(dataset):
+    return str(dataset / "test" / "fractured" / "0.jpg")
+
+
+def test_predict_returns_probabilities_and_maps(app, xray):
+    probs, over, heat, details, state = app.predict(xray, "tiny", "gradcam", 0.4)
+    assert set(probs) == {"fractured", "not fractured"} and abs(sum(probs.values()) - 1) < 1e-6
+    assert over.size == heat.size and "P(fractured)" in details
+    again = app.reblend(state, 1.0)
+    assert again.size == over.size and np.asarray(again).tolist() != np.asarray(over).tolist()
+
+
+def test_defaults_when_only_image_given(app, xray):
+    probs, *_ = app.predict(xray)
+    assert probs["fractured"] == pytest.approx(app.zoo.get(app.zoo.default).predict(xray).probability, abs=1e-6)
+
+
+def test_compare_every_model(app, xray):
+    rows, gallery, ensemble = app.compare(xray, "gradcam")
+    assert [r[0] for r in rows] == ["tiny", "tiny-copy"] and len(gallery) == 2
+    assert ensemble["fractured"] == pytest.approx(np.mean([r[1] for r in rows]), abs=1e-3)
+
+
+def _write(tmp_path, name, data: bytes):
+    p = tmp_path / name
+    p.write_bytes(data)
+    return str(p)
+
+
+def _img_bytes(img, fmt, **kw):
+    buf = io.BytesIO()
+    img.save(buf, fmt, **kw)
+    return buf.getvalue()
+
+
+BAD = {
+    "zero_byte": lambda: ("x.png", b""),
+    "text_as_png": lambda: ("x.png", b"just some text\n"),
+    "pdf_as_png": lambda: ("x.png", b"%PDF-1.7\n%\xe2\xe3\n1 0 obj<<>>endobj\n"),
+    "huge": lambda: ("x.png", _img_bytes(Image.new("L", (20000, 20000)), "PNG")),
+    "one_pixel": lambda: ("x.png", _img_bytes(Image.new("L", (1, 1)), "PNG")),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(BAD))
+def test_bad_input_gives_clear_message_and_next_request_works(app, tmp_path, xray, kind):
+    name, data = BAD[kind]()
+    with pytest.raises(gr.Error) as exc:
+        app.predict(_write(tmp_path, name, data), "tiny")
+    assert "Cannot use this file" in str(exc.value)
+    assert app.predict(xray, "tiny")[0]["fractured"] >= 0
+
+
+def test_decompression_bomb(app, tmp_path, monkeypatch, xray):
+    path = _write(tmp_path, "bomb.png", _img_bytes(Image.new("L", (4000, 4000)), "PNG"))
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1_000_000)
+    with pytest.raises(gr.Error, match="too large"):
+        app.predict(path, "tiny")
+
+
+def test_no_image(app):
+    with pytest.raises(gr.Error, match="Upload a radiograph"):
+        app.predict(None)
+
+
+def _odd_inputs(tmp_path):
+    rng = np.random.default_rng(0)
+    base = Image.fromarray((rng.random((80, 96)) * 255).astype(np.uint8), "L")
+    buf = io.BytesIO()
+    base.resize((300, 300)).save(buf, "JPEG")
+    frames = [base, base.point(lambda v: 255 - v)]
+    gif = io.BytesIO()
+    frames[0].save(gif, "GIF", save_all=True, append_images=frames[1:])
+    return {
+        "truncated_jpeg": ("t.jpg", buf.getvalue()[: len(buf.getvalue()) // 2], "truncated"),
+        "cmyk": ("c.jpg", _img_bytes(base.convert("CMYK"), "JPEG"), None),
+        "palette": ("p.png", _img_bytes(base.convert("P"), "PNG"), None),
+        "rgba": ("a.png", _img_bytes(base.convert("RGBA"), "PNG"), None),
+        "animated_gif": ("g.gif", gif.getvalue(), "first frame"),
+        "sixteen_bit": ("s.png", _img_bytes(Image.fromarray((np.asarray(base, np.uint16) * 250)), "PNG"), None),
+    }
+
+
+@pytest.mark.parametrize("kind", ["truncated_jpeg", "cmyk", "palette", "rgba", "animated_gif", "sixteen_bit"])
+def test_odd_but_usable_inputs(app, tmp_path, kind, monkeypatch):
+    name, data, warning = _odd_inputs(tmp_path)[kind]
+    warned = []
+    monkeypatch.setattr(gr, "Warning", lambda msg: warned.append(msg))
+    probs, over, *_ = app.predict(_write(tmp_path, name, data), "tiny")
+    assert 0 <= probs["fractured"] <= 1 and over is not None
+    if warning:
+        assert any(warning in w for w in warned)
+
+
+def test_dicom_upload_and_dicom_without_pixels(app, tmp_path):
+    from tests.test_imaging import _dicom
+    ramp = np.tile(np.linspace(0, 4000, 96), (80, 1))
+    probs, *_ = app.predict(str(_dicom(tmp_path / "ok.dcm", ramp)), "tiny")
+    assert 0 <= probs["fractured"] <= 1
+    with pytest.raises(gr.Error, match="no pixel data"):
+        app.predict(str(_dicom(tmp_path / "none.dcm", None)), "tiny")
+
+
+def _hook_count(model):
+    return sum(len(m._forward_hooks) + len(m._backward_hooks) + len(getattr(m, "_forward_pre_hooks", {}))
+               + len(getattr(m, "_backward_pre_hooks", {})) for m in model.modules())
+
+
+def test_cam_hooks_released_over_1000_calls(zoo, xray):
+    clf = zoo.get("tiny")
+    decoded = clf.decode(xray)
+    before = _hook_count(clf.model)
+    for i in range(1000):
+        clf.explain(decoded, ["gradcam", "gradcam++", "hirescam", "eigencam"][i % 4])
+    assert _hook_count(clf.model) == before == 0
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_launched_app_via_gradio_client(zoo, xray):
+    from gradio_client import Client, handle_file
+    demo = build_app(zoo)
+    port = _free_port()
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    try:
+        client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+        probs = client.predict(handle_file(xray), api_name="/predict")[0]
+        assert probs["label"] in ("fractured", "not fractured")
+        confidences = {c["label"]: c["confidence"] for c in probs["confidences"]}
+        assert confidences["fractured"] == pytest.approx(zoo.get(zoo.default).predict(xray).probability, abs=1e-4)
+        table, gallery, ensemble = client.predict(handle_file(xray), api_name="/compare")
+        assert len(table["data"]) == 2 and len(gallery) == 2
+    finally:
+        demo.close()

@@ -1,0 +1,50 @@
+"""A person's path through the page, in headless Chromium driven by Playwright.
+
+Uses Debian's Chromium (``apt-get install chromium``; .ci/run installs it): Playwright's own
+browser download needs a network this project does not assume.
+"""
+import os
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from app import build_app
+from tests.test_app import _free_port, tiny_model, zoo  # noqa: F401  (fixtures)
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+SHOTS = Path(os.environ.get("SCREENSHOT_DIR", Path(__file__).resolve().parents[1] / "test-artifacts"))
+
+
+@pytest.mark.skipif(not CHROMIUM, reason="Debian's chromium is not installed")
+def test_upload_pick_model_read_probability_see_overlay(zoo, dataset):  # noqa: F811
+    from playwright.sync_api import expect, sync_playwright
+    demo = build_app(zoo)
+    port = _free_port()
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    SHOTS.mkdir(exist_ok=True)
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=[
+                "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                "--disable-sync", "--no-first-run", "--disable-quic"])
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(f"http://127.0.0.1:{port}/", wait_until="networkidle")
+            page.locator("#model").click()
+            page.get_by_role("option", name=re.compile("^tiny-copy")).click()
+            page.locator("#radiograph input[type=file]").set_input_files(str(dataset / "test" / "fractured" / "0.jpg"))
+            page.locator("#predict").click()
+            details = page.locator("#details")
+            expect(details).to_contain_text("P(fractured)", timeout=60_000)
+            expect(details).to_contain_text("tiny-copy")
+            prob = float(re.search(r"P\(fractured\) = ([0-9.]+)", details.inner_text()).group(1))
+            assert prob == pytest.approx(zoo.get("tiny-copy").predict(dataset / "test" / "fractured" / "0.jpg").probability, abs=1e-3)
+            expect(page.locator("#probability")).to_contain_text("fractured")
+            overlay = page.locator("#overlay img")
+            expect(overlay).to_be_visible(timeout=30_000)
+            assert overlay.evaluate("img => img.naturalWidth") > 0
+            page.screenshot(path=str(SHOTS / "browser_predict.png"), full_page=True)
+            browser.close()
+    finally:
+        demo.close()

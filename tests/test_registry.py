@@ -1,0 +1,69 @@
+"""Every registry entry builds, trains a step, explains, and survives a save/load round trip."""
+import numpy as np
+import pytest
+import torch
+
+import fracture_demo as fd
+from fracture_demo.registry import resolve_pretrained
+
+REQUIRED = {"custom_cnn", "vgg19", "mobilenetv3", "regnet", "wide_resnet", "vit", "swin",
+            "efficientnet_lite0", "mobilenetv2"}
+
+
+def test_required_names_exist():
+    assert REQUIRED <= set(fd.list_models())
+
+
+def test_unknown_model_message():
+    with pytest.raises(ValueError, match="unknown model 'resnet9000'"):
+        fd.create_model("resnet9000")
+
+
+@pytest.mark.parametrize("name", fd.list_models())
+def test_build_train_step_save_load(name, tmp_path):
+    torch.manual_seed(0)
+    clf = fd.FractureClassifier.new(name)
+    size = clf.image_size
+    x = torch.randn(2, 3, size, size)
+    out = clf.model.train()(x)
+    assert out.shape == (2, 1), "one logit per image"
+    before = [p.detach().clone() for p in clf.model.parameters()]
+    opt = torch.optim.SGD(clf.model.parameters(), lr=0.1)
+    torch.nn.functional.binary_cross_entropy_with_logits(out.flatten(), torch.tensor([0.0, 1.0])).backward()
+    opt.step()
+    assert any(not torch.equal(a, b) for a, b in zip(before, clf.model.parameters())), "a step changes weights"
+    clf.model.eval()
+    clf.save_pretrained(tmp_path / name)
+    again = fd.load(tmp_path / name)
+    img = (np.random.default_rng(0).random((size + 13, size - 7)) * 255).astype(np.uint8)
+    assert again.predict(img).probability == pytest.approx(clf.predict(img).probability, abs=1e-6)
+    heat = again.explain(img, "gradcam").heatmap
+    assert heat.shape == img.shape and np.isfinite(heat).all()
+
+
+@pytest.mark.parametrize("name", ["mobilenetv3", "regnet", "efficientnet_lite0", "mobilenetv2"])
+def test_offline_pretrained_weights_load(name):
+    try:
+        source, label = resolve_pretrained(name, "local")
+    except FileNotFoundError:
+        pytest.skip("../shared/pretrained is not beside this checkout")
+    model = fd.create_model(name, pretrained="local")
+    assert label.startswith("file:") and fd.data_config(name, "local")["mean"]
+    stem = {k: v for k, v in model.state_dict().items() if "conv_stem" in k or "stem.conv" in k}
+    fresh = fd.create_model(name).state_dict()
+    assert any(not torch.equal(v, fresh[k]) for k, v in stem.items()), "weights came from the file"
+
+
+def test_hub_pretrained_fails_clearly_offline(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(RuntimeError, match="could not download"):
+        fd.create_model("regnet", pretrained="hub")
+    with pytest.raises(ValueError, match="no Hub ImageNet weights"):
+        fd.create_model("custom_cnn", pretrained="hub")
+
+
+def test_fixed_size_model_refuses_other_sizes():
+    with pytest.raises(ValueError, match="only works at 224"):
+        fd.FractureClassifier.new("custom_cnn", image_size=128)
+    vit = fd.FractureClassifier.new("vit", image_size=96)
+    assert vit.model(torch.randn(1, 3, 96, 96)).shape == (1, 1)

@@ -1,0 +1,183 @@
+"""Training, resume, determinism, evaluation, audit, Hub stand-in and DDP on a synthetic data set."""
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from safetensors.torch import load_file
+
+import fracture_demo as fd
+from train.__main__ import main as train_main
+from train.audit import main as audit_main
+from train.evaluate import main as evaluate_main
+
+ROOT = Path(__file__).resolve().parents[1]
+FAST = ["--model", "mobilenetv3", "--batch-size", "8", "--image-size", "64", "--bootstrap", "20", "--workers", "1"]
+
+
+def run_train(data, out, *extra):
+    assert train_main([*FAST, "--data-dir", str(data), "--output-dir", str(out), *extra]) == 0
+
+
+@pytest.fixture(scope="module")
+def trained(dataset, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run") / "model"
+    run_train(dataset, out, "--epochs", "2", "--seed", "1")
+    return out
+
+
+def test_output_folder_is_hub_shaped(trained):
+    names = {p.name for p in trained.iterdir()}
+    assert {"model.safetensors", "config.json", "README.md", "metrics.json", "training_curves.png",
+            "confusion_matrix.png", "roc.png"} <= names
+    cfg = json.loads((trained / "config.json").read_text())
+    for key in ("architecture", "image_size", "mean", "std", "labels", "threshold", "temperature",
+                "training", "data", "pretrained_source"):
+        assert key in cfg
+    assert cfg["data"]["fingerprint"] and cfg["training"]["seed"] == 1
+    card = (trained / "README.md").read_text()
+    assert "ODC-By" in card and "Not a medical device" in card and "| official test |" in card
+    metrics = json.loads((trained / "metrics.json").read_text())
+    assert len(metrics["history"]) == 2
+    assert not metrics["results"]["official test"]["skipped"]  # the test split has no bad files
+
+
+def test_bad_files_are_skipped_and_named(dataset, tmp_path, capsys):
+    run_train(dataset, tmp_path / "m", "--epochs", "1")
+    err = capsys.readouterr().err
+    assert "skipped train/not fractured/empty.jpg: the file is empty" in err
+    assert "skipped train/not fractured/notes.jpg" in err
+
+
+def test_same_seed_same_weights_and_resume_matches(dataset, tmp_path, trained):
+    run_train(dataset, tmp_path / "a", "--epochs", "2", "--seed", "1")
+    a, b = load_file(tmp_path / "a" / "model.safetensors"), load_file(trained / "model.safetensors")
+    assert all((a[k] == b[k]).all() for k in a), "deterministic for a seed"
+    # interrupted after epoch 1 (time limit), then resumed: identical to the uninterrupted run
+    run_train(dataset, tmp_path / "r", "--epochs", "2", "--seed", "1", "--time-limit", "0")
+    assert not (tmp_path / "r" / "metrics.json").exists()
+    run_train(dataset, tmp_path / "r", "--epochs", "2", "--seed", "1", "--resume")
+    r = load_file(tmp_path / "r" / "model.safetensors")
+    assert all((r[k] == b[k]).all() for k in r), "resume reproduces the same run"
+    hist = json.loads((tmp_path / "r" / "metrics.json").read_text())["history"]
+    assert [h["epoch"] for h in hist] == [1, 2]
+
+
+def test_evaluate_json(trained, dataset, capsys):
+    assert evaluate_main(["--model", str(trained), "--data-dir", str(dataset), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    for key in ("accuracy", "balanced_accuracy", "roc_auc", "ece", "confusion_matrix", "report", "model", "data_dir"):
+        assert key in out
+    assert out["report"]["fractured"]["support"] == 8 and sum(map(sum, out["confusion_matrix"])) == 16
+
+
+def test_evaluate_folder_with_only_test(trained, dataset, tmp_path, capsys):
+    shutil.copytree(dataset / "test", tmp_path / "only" / "test")
+    assert evaluate_main(["--model", str(trained), "--data-dir", str(tmp_path / "only")]) == 0
+    text = capsys.readouterr().out
+    assert "precision" in text and "macro avg" in text and "weighted avg" in text and "ROC AUC" in text
+
+
+def test_evaluate_missing_model_is_clear(dataset, capsys):
+    assert evaluate_main(["--model", "nobody/no-such-model", "--data-dir", str(dataset)]) == 2
+    assert "nobody/no-such-model" in capsys.readouterr().err
+
+
+def test_audit_and_grouped_split(dataset, tmp_path, capsys):
+    data = tmp_path / "d"
+    shutil.copytree(dataset, data)
+    # a byte copy across splits, and a rotated copy under a family name
+    shutil.copy(data / "train" / "fractured" / "0.jpg", data / "test" / "fractured" / "copy_of_0.jpg")
+    from PIL import Image
+    Image.open(data / "train" / "fractured" / "4.jpg").rotate(37).save(data / "val" / "fractured" / "4-rotated1.jpg")
+    assert audit_main(["--data-dir", str(data), "--features", "none", "--workers", "1"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["edges_by_rule"]["sha256"] >= 1 and report["edges_by_rule"]["family"] >= 1
+    rows = list(csv.DictReader(open(data / "grouped_split.csv")))
+    side = {}
+    for r in rows:
+        assert side.setdefault(r["group"], r["split"]) == r["split"], "no group on two sides"
+    groups = {r["file"]: r["group"] for r in rows}
+    assert groups["train/fractured/0.jpg"] == groups["test/fractured/copy_of_0.jpg"]
+    assert groups["train/fractured/4.jpg"] == groups["val/fractured/4-rotated1.jpg"]
+    assert {r["split"] for r in rows} == {"train", "val", "test"}
+    run_train(data, tmp_path / "g", "--epochs", "1", "--split-mode", "grouped")
+    m = json.loads((tmp_path / "g" / "metrics.json").read_text())["results"]
+    assert "grouped test" in m and "official test" in m and "ci95" in m["grouped test"]
+    assert m["grouped test"]["seen_in_training"] == 0
+
+
+def test_audit_features_join_rotated_copy(dataset, tmp_path, capsys):
+    try:
+        fd.registry.resolve_pretrained("efficientnet_lite0", "local")
+    except FileNotFoundError:
+        pytest.skip("offline ImageNet weights not beside this checkout")
+    data = tmp_path / "d"
+    shutil.copytree(dataset / "test", data / "test")
+    from PIL import Image
+    Image.open(data / "test" / "fractured" / "1.jpg").rotate(200, expand=True).save(data / "test" / "fractured" / "zz.jpg")
+    assert audit_main(["--data-dir", str(data), "--workers", "1", "--report-dir", str(tmp_path / "rep")]) == 0
+    capsys.readouterr()
+    groups = {r["file"]: r["group"] for r in csv.DictReader(open(data / "grouped_split.csv"))}
+    assert groups["test/fractured/1.jpg"] == groups["test/fractured/zz.jpg"]
+    assert (tmp_path / "rep" / "pairs_joined.png").is_file() and (tmp_path / "rep" / "pairs_closest_apart.png").is_file()
+
+
+class FakeHub:
+    """Stands in for huggingface_hub.HfApi: records calls, copies files like an upload would."""
+
+    def __init__(self, root):
+        self.root, self.calls = Path(root), []
+
+    def create_repo(self, repo_id, repo_type, private, exist_ok):
+        self.calls.append(("create_repo", repo_id, private))
+        return f"https://huggingface.co/{repo_id}"
+
+    def upload_folder(self, folder_path, repo_id, repo_type, commit_message, ignore_patterns):
+        self.calls.append(("upload_folder", repo_id))
+        import fnmatch
+        for p in Path(folder_path).rglob("*"):
+            rel = p.relative_to(folder_path).as_posix()
+            if p.is_file() and not any(fnmatch.fnmatch(rel, pat) for pat in ignore_patterns):
+                (self.root / repo_id / rel).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy(p, self.root / repo_id / rel)
+
+
+def test_push_to_hub_stand_in_and_reload(trained, dataset, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("HF_TOKEN", "hf_secret_do_not_print")
+    hub = FakeHub(tmp_path / "hub")
+    clf = fd.load(trained)
+    url = clf.push_to_hub("me/fracture-mnv3", trained, api=hub)
+    assert url.endswith("me/fracture-mnv3") and hub.calls[0] == ("create_repo", "me/fracture-mnv3", False)
+    uploaded = tmp_path / "hub" / "me/fracture-mnv3"
+    assert (uploaded / "model.safetensors").is_file() and not (uploaded / ".train_state").exists()
+    again = fd.load(uploaded)  # the uploaded folder is a loadable model repo, same predictions
+    img = dataset / "test" / "fractured" / "0.jpg"
+    assert again.predict(img).probability == pytest.approx(clf.predict(img).probability, abs=1e-6)
+    out = capsys.readouterr()
+    assert "hf_secret" not in out.out + out.err
+    assert not any("hf_secret" in p.read_text(errors="ignore") for p in uploaded.rglob("*") if p.is_file())
+
+
+def test_push_cli_uses_hub_client(dataset, tmp_path, monkeypatch):
+    hub = FakeHub(tmp_path / "hub")
+    import huggingface_hub
+    monkeypatch.setattr(huggingface_hub, "HfApi", lambda *a, **k: hub)
+    run_train(dataset, tmp_path / "m", "--epochs", "1", "--push-to-hub", "me/x")
+    assert [c[0] for c in hub.calls] == ["create_repo", "upload_folder"]
+    assert (tmp_path / "hub" / "me/x" / "config.json").is_file()
+
+
+def test_torchrun_two_cpu_processes(dataset, tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29531",
+           "-m", "train", *FAST, "--data-dir", str(dataset), "--output-dir", str(tmp_path / "ddp"), "--epochs", "1"]
+    res = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    hist = json.loads((tmp_path / "ddp" / "metrics.json").read_text())["history"]
+    assert len(hist) == 1 and hist[0]["images_per_s"] > 0
+    assert fd.load(tmp_path / "ddp").predict(dataset / "test" / "fractured" / "0.jpg").probability >= 0

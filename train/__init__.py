@@ -1,0 +1,1 @@
+"""Train, evaluate, audit and publish fracture classifiers (``python -m train --help``)."""

@@ -1,0 +1,65 @@
+"""``python -m train --model NAME --data-dir D --output-dir OUT``: train one architecture.
+
+Runs unchanged under ``torchrun --nproc_per_node N -m train ...`` (DDP; gloo on CPU, NCCL on GPU).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import fields
+
+from fracture_demo import list_models
+
+from .loop import TrainConfig, train
+
+
+def parse_args(argv: list[str] | None = None) -> TrainConfig:
+    d = {f.name: f.default for f in fields(TrainConfig)}
+    ap = argparse.ArgumentParser(prog="python -m train", description=__doc__.split("\n")[0])
+    ap.add_argument("--model", required=True, choices=list_models())
+    ap.add_argument("--data-dir", required=True, help="folder in Kaggle's layout: {train,val,test}/{fractured,not fractured}/")
+    ap.add_argument("--output-dir", required=True, help="model folder to write (Hub-shaped)")
+    ap.add_argument("--epochs", type=int, default=d["epochs"])
+    ap.add_argument("--batch-size", type=int, default=d["batch_size"])
+    ap.add_argument("--lr", type=float, default=d["lr"])
+    ap.add_argument("--weight-decay", type=float, default=d["weight_decay"])
+    ap.add_argument("--image-size", type=int, default=None, help="input side (default: the model's own)")
+    ap.add_argument("--pretrained", default=d["pretrained"],
+                    help="hub | none | local ($FRACTURE_PRETRAINED_DIR) | PATH (file, or folder holding it)")
+    ap.add_argument("--split-mode", default=d["split_mode"], choices=["official", "grouped"])
+    ap.add_argument("--split-file", default=None, help="grouped split CSV from train.audit (default: DATA_DIR/grouped_split.csv)")
+    ap.add_argument("--seed", type=int, default=d["seed"])
+    ap.add_argument("--resume", action="store_true", help="continue from OUTPUT_DIR/.train_state")
+    ap.add_argument("--patience", type=int, default=d["patience"], help="early stopping: epochs without val-loss gain")
+    ap.add_argument("--warmup-epochs", type=float, default=d["warmup_epochs"])
+    ap.add_argument("--augment", default=d["augment"], choices=["strong", "flip"],
+                    help="flip: the study's flips only; strong: + any-angle rotation, zoom, contrast")
+    ap.add_argument("--amp", default=d["amp"], choices=["auto", "bf16", "none"],
+                    help="auto: bf16 on GPU, and on CPU for transformers")
+    ap.add_argument("--teacher", default=None, help="model folder to distil from (DeiT-style, soft targets)")
+    ap.add_argument("--distill-alpha", type=float, default=d["distill_alpha"])
+    ap.add_argument("--workers", type=int, default=None, help="decode processes (default: min(8, CPUs))")
+    ap.add_argument("--time-limit", type=float, default=None,
+                    help="minutes; pause after the epoch crossing it (continue with --resume)")
+    ap.add_argument("--time-budget", type=float, default=None,
+                    help="minutes of training; then finish with the best epoch (calibrate, evaluate, card)")
+    ap.add_argument("--bootstrap", type=int, default=d["bootstrap"], help="resamples for 95%% intervals")
+    ap.add_argument("--half", action="store_true", help="store fp16 weights (half the size)")
+    ap.add_argument("--push-to-hub", default=None, metavar="REPO_ID", help="upload the model folder when done")
+    ap.add_argument("--private", action="store_true")
+    ap.add_argument("--device", default="auto")
+    return TrainConfig(**{k.replace("-", "_"): v for k, v in vars(ap.parse_args(argv)).items()})
+
+
+def main(argv: list[str] | None = None) -> int:
+    cfg = parse_args(argv)
+    try:
+        train(cfg)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

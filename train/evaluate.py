@@ -1,0 +1,178 @@
+"""Score a model folder or Hub id on any Kaggle-layout folder.
+
+``python -m train.evaluate --model M --data-dir D [--split test] [--split-mode official|grouped] [--json]``
+prints the original study's classification report plus balanced accuracy, ROC AUC, expected
+calibration error and the confusion matrix; ``--json`` prints one JSON object instead.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import numpy as np
+import torch
+from sklearn.metrics import (accuracy_score, balanced_accuracy_score, classification_report,
+                             confusion_matrix, f1_score, roc_auc_score, roc_curve)
+
+from fracture_demo import load
+from fracture_demo.classifier import LABELS, FractureClassifier
+from fracture_demo.imaging import normalize
+
+from .data import ImageCache, ImageSet, default_split_file, fingerprint, groups_of, scan, split_samples
+
+
+@torch.no_grad()
+def predict_logits(clf: FractureClassifier, images: np.ndarray, batch_size: int = 64,
+                   device: str | torch.device = "cpu") -> np.ndarray:
+    """Raw logits for a uint8 N x 1 x S x S array (S = the model's input size)."""
+    model = clf.model.to(device).eval()
+    out = []
+    for i in range(0, len(images), batch_size):
+        x = normalize(torch.from_numpy(images[i:i + batch_size]).to(device), clf.config["mean"], clf.config["std"])
+        with torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16, enabled=torch.device(device).type == "cuda"):
+            out.append(model(x).float().flatten().cpu())
+    return torch.cat(out).numpy() if out else np.zeros(0, np.float32)
+
+
+def expected_calibration_error(y: np.ndarray, p: np.ndarray, bins: int = 15) -> float:
+    """Binary ECE over P(fractured), equal-width bins."""
+    edges = np.linspace(0, 1, bins + 1)
+    idx = np.clip(np.digitize(p, edges[1:-1]), 0, bins - 1)
+    err = 0.0
+    for b in range(bins):
+        m = idx == b
+        if m.any():
+            err += m.mean() * abs(p[m].mean() - y[m].mean())
+    return float(err)
+
+
+def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
+    """Temperature scaling (Guo et al. 2017): one scalar fitted by NLL on validation logits."""
+    z, t = torch.tensor(logits, dtype=torch.float64), torch.tensor(y, dtype=torch.float64)
+    log_t = torch.zeros(1, dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.LBFGS([log_t], lr=0.1, max_iter=200)
+
+    def closure():
+        opt.zero_grad()
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(z / log_t.exp(), t)
+        loss.backward()
+        return loss
+    opt.step(closure)
+    return float(np.clip(log_t.exp().item(), 0.05, 20.0))
+
+
+def choose_threshold(y: np.ndarray, p: np.ndarray) -> float:
+    """Threshold maximising balanced accuracy (Youden's J) on validation data."""
+    if len(np.unique(y)) < 2:
+        return 0.5
+    fpr, tpr, thr = roc_curve(y, p)
+    best = int(np.argmax(tpr - fpr))
+    return float(np.clip(thr[best], 1e-6, 1 - 1e-6))
+
+
+def compute_metrics(y: np.ndarray, p: np.ndarray, threshold: float = 0.5) -> dict:
+    """The study's report plus the numbers an honest comparison needs."""
+    y = np.asarray(y).astype(int)
+    pred = (np.asarray(p) >= threshold).astype(int)
+    both = len(np.unique(y)) == 2
+    return {
+        "n": int(len(y)),
+        "threshold": float(threshold),
+        "accuracy": float(accuracy_score(y, pred)),
+        "balanced_accuracy": float(balanced_accuracy_score(y, pred)) if both else float("nan"),
+        "macro_f1": float(f1_score(y, pred, average="macro", labels=[0, 1], zero_division=0)),
+        "roc_auc": float(roc_auc_score(y, p)) if both else float("nan"),
+        "ece": expected_calibration_error(y, np.asarray(p)),
+        "confusion_matrix": confusion_matrix(y, pred, labels=[0, 1]).tolist(),
+        "report": classification_report(y, pred, labels=[0, 1], target_names=LABELS, output_dict=True, zero_division=0),
+    }
+
+
+def bootstrap_ci(y: np.ndarray, p: np.ndarray, groups: list[str], threshold: float, n: int = 1000,
+                 seed: int = 0, keys: tuple[str, ...] = ("accuracy", "balanced_accuracy", "roc_auc", "macro_f1")) -> dict:
+    """95% intervals, resampling whole groups (related images are not independent)."""
+    rng = np.random.default_rng(seed)
+    uniq, inv = np.unique(np.asarray(groups), return_inverse=True)
+    members = [np.flatnonzero(inv == g) for g in range(len(uniq))]
+    draws = {k: [] for k in keys}
+    for _ in range(n):
+        idx = np.concatenate([members[g] for g in rng.integers(0, len(uniq), len(uniq))])
+        yy, pp = y[idx], p[idx]
+        if len(np.unique(yy)) < 2:
+            continue
+        pred = pp >= threshold
+        vals = {"accuracy": float((pred == yy).mean()),
+                "balanced_accuracy": float(balanced_accuracy_score(yy, pred)),
+                "roc_auc": float(roc_auc_score(yy, pp)),
+                "macro_f1": float(f1_score(yy, pred, average="macro", zero_division=0))}
+        for k in keys:
+            draws[k].append(vals[k])
+    return {k: [float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))] if v else [float("nan")] * 2
+            for k, v in draws.items()}
+
+
+def evaluate_set(clf: FractureClassifier, data: ImageSet, groups: list[str] | None = None,
+                 bootstrap: int = 0, device: str = "cpu") -> tuple[dict, np.ndarray]:
+    """Metrics of ``clf`` (with its own temperature and threshold) on one decoded split."""
+    p = clf.probability(torch.from_numpy(predict_logits(clf, data.images, device=device))).numpy()
+    m = compute_metrics(data.labels, p, float(clf.config.get("threshold", 0.5)))
+    if bootstrap and len(data):
+        m["ci95"] = bootstrap_ci(data.labels, p, groups or [s.rel for s in data.samples], m["threshold"], bootstrap)
+        m["n_groups"] = len(set(groups or [s.rel for s in data.samples]))
+    m["skipped"] = data.skipped
+    return m, p
+
+
+def format_report(m: dict) -> str:
+    """The original study's table (sklearn's classification report) plus the extra numbers."""
+    r = m["report"]
+    lines = [f"{'':>16}{'precision':>11}{'recall':>9}{'f1-score':>10}{'support':>9}", ""]
+    for name in LABELS + ["macro avg", "weighted avg"]:
+        if name == "macro avg":
+            lines += ["", f"{'accuracy':>16}{'':>20}{m['accuracy']:>10.2f}{m['n']:>9}"]
+        row = r[name]
+        lines.append(f"{name:>16}{row['precision']:>11.2f}{row['recall']:>9.2f}{row['f1-score']:>10.2f}{int(row['support']):>9}")
+    cm = m["confusion_matrix"]
+    lines += ["", f"balanced accuracy {m['balanced_accuracy']:.4f}   ROC AUC {m['roc_auc']:.4f}   "
+              f"ECE {m['ece']:.4f}   threshold {m['threshold']:.3f}",
+              f"confusion matrix (rows true, cols predicted; {LABELS[0]}, {LABELS[1]}): {cm}"]
+    for k, (lo, hi) in m.get("ci95", {}).items():
+        lines.append(f"  95% CI {k}: [{lo:.4f}, {hi:.4f}] over {m.get('n_groups')} groups")
+    if m.get("skipped"):
+        lines.append(f"skipped {len(m['skipped'])} unreadable files: " + "; ".join(f"{k} ({v})" for k, v in m["skipped"].items()))
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m train.evaluate", description=__doc__.split("\n")[1])
+    ap.add_argument("--model", required=True, help="model folder or Hub id")
+    ap.add_argument("--data-dir", required=True, help="folder in Kaggle's layout (only test/ is fine)")
+    ap.add_argument("--split", default="test", choices=["train", "val", "test"])
+    ap.add_argument("--split-mode", default="official", choices=["official", "grouped"])
+    ap.add_argument("--split-file", default=None, help="grouped split CSV (default: DATA_DIR/grouped_split.csv)")
+    ap.add_argument("--bootstrap", type=int, default=0, help="resamples for 95%% intervals (by group)")
+    ap.add_argument("--workers", type=int, default=None)
+    ap.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    args = ap.parse_args(argv)
+    try:
+        clf = load(args.model)
+        split_file = args.split_file or default_split_file(args.data_dir)
+        samples = split_samples(scan(args.data_dir), args.split_mode, split_file)[args.split]
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if not samples:
+        print(f"error: no {args.split} images in {args.data_dir} ({args.split_mode} split)", file=sys.stderr)
+        return 2
+    data = ImageCache(clf.image_size, args.workers).load(samples)
+    groups = groups_of(data.samples, split_file) if args.split_mode == "grouped" else None
+    m, _ = evaluate_set(clf, data, groups, args.bootstrap)
+    m.update(model=args.model, architecture=clf.arch, data_dir=str(args.data_dir), split=args.split,
+             split_mode=args.split_mode, data_fingerprint=fingerprint(samples))
+    print(json.dumps(m) if args.json else f"{args.model} on {args.data_dir} [{args.split_mode} {args.split}]\n" + format_report(m))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,284 @@
+"""The training loop: one code path for a laptop CPU, one GPU, or many processes under torchrun.
+
+Resumable (state saved each epoch, atomically), deterministic for a seed (each epoch reseeds
+its shuffle, augmentation and dropout), early-stopped on validation loss; the best epoch's
+weights are the model folder's ``model.safetensors``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+
+from fracture_demo import FractureClassifier, get_spec, load
+from fracture_demo.imaging import normalize
+from fracture_demo.registry import count_parameters, resolve_pretrained
+
+from .augment import augment
+from .data import ImageCache, default_split_file, fingerprint, groups_of, scan, split_samples
+from .evaluate import choose_threshold, evaluate_set, fit_temperature, predict_logits
+from .state import load_state, save_state
+
+
+@dataclass
+class TrainConfig:
+    model: str
+    data_dir: str
+    output_dir: str
+    epochs: int = 10
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    image_size: int | None = None
+    pretrained: str = "none"
+    split_mode: str = "official"
+    split_file: str | None = None
+    seed: int = 0
+    resume: bool = False
+    patience: int = 5
+    warmup_epochs: float = 1.0
+    augment: str = "strong"
+    amp: str = "auto"
+    teacher: str | None = None
+    distill_alpha: float = 0.5
+    distill_temperature: float = 2.0
+    workers: int | None = None
+    time_limit: float | None = None  # minutes; pause (resumable) after the epoch that crosses it
+    time_budget: float | None = None  # minutes; finish (calibrate, evaluate) after the epoch that crosses it
+    bootstrap: int = 1000
+    half: bool = False  # store fp16 weights
+    push_to_hub: str | None = None
+    private: bool = False
+    device: str = "auto"
+
+
+def _setup_distributed(device: str) -> tuple[int, int, torch.device]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    dev = torch.device(device)
+    if dev.type == "cuda" and world > 1:
+        dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(dev)
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+    return rank, world, dev
+
+
+def _amp_dtype(cfg: TrainConfig, dev: torch.device) -> torch.dtype | None:
+    """bf16 on GPUs, and on CPUs for transformers (several-fold faster there); else fp32."""
+    if cfg.amp == "none":
+        return None
+    if cfg.amp == "bf16" or dev.type == "cuda":
+        return torch.bfloat16
+    return torch.bfloat16 if get_spec(cfg.model).kind != "cnn" else None
+
+
+def _lr_at(step: int, total: int, warmup: int, base: float) -> float:
+    if step < warmup:
+        return base * (step + 1) / warmup
+    t = (step - warmup) / max(1, total - warmup)
+    return base * 0.5 * (1 + np.cos(np.pi * min(1.0, t)))
+
+
+def _log(rank: int, msg: str) -> None:
+    if rank == 0:
+        print(msg, file=sys.stderr, flush=True)
+
+
+def train(cfg: TrainConfig) -> dict:
+    """Train ``cfg.model``; returns the final metrics (or the state of an interrupted run)."""
+    rank, world, dev = _setup_distributed(cfg.device)
+    out = Path(cfg.output_dir)
+    split_file = cfg.split_file or (str(default_split_file(cfg.data_dir)) if cfg.split_mode == "grouped" else None)
+    samples = scan(cfg.data_dir)
+    splits = split_samples(samples, cfg.split_mode, split_file)
+    if not splits["train"] or not splits["val"]:
+        raise ValueError(f"{cfg.split_mode} split of {cfg.data_dir} needs train and val images")
+
+    torch.manual_seed(cfg.seed)
+    _, pretrained_label = resolve_pretrained(cfg.model, cfg.pretrained)
+    clf = FractureClassifier.new(cfg.model, cfg.pretrained, cfg.image_size)
+    size = clf.image_size
+    clf.config.update(
+        training={k: v for k, v in asdict(cfg).items() if k not in ("push_to_hub", "private", "device", "resume")},
+        pretrained_source=pretrained_label,
+        data={"fingerprint": fingerprint(samples), "split_mode": cfg.split_mode,
+              "split_file": Path(split_file).name if split_file else None,
+              "counts": {s: len(v) for s, v in splits.items()}},
+        parameters=count_parameters(clf.model),
+    )
+    cache = ImageCache(size, cfg.workers)
+    t0 = time.time()
+    train_set = cache.load(splits["train"], progress=rank == 0)
+    val_set = cache.load(splits["val"])
+    _log(rank, f"decoded {len(train_set)} train + {len(val_set)} val images at {size}px "
+               f"({len(cache._by_hash)} distinct files) in {time.time() - t0:.1f}s")
+    for name, why in {**train_set.skipped, **val_set.skipped}.items():
+        _log(rank, f"skipped {name}: {why}")
+
+    model = clf.model.to(dev)
+    if dev.type == "cuda" and get_spec(cfg.model).kind == "cnn":
+        model = model.to(memory_format=torch.channels_last)
+    params_decay = [p for n, p in model.named_parameters() if p.ndim > 1]
+    params_rest = [p for n, p in model.named_parameters() if p.ndim <= 1]
+    opt = torch.optim.AdamW([{"params": params_decay, "weight_decay": cfg.weight_decay},
+                             {"params": params_rest, "weight_decay": 0.0}], lr=cfg.lr)
+    meta = load_state(out, model, opt) if cfg.resume else None
+    start_epoch, history, best_loss, bad = 0, [], float("inf"), 0
+    if meta:
+        start_epoch, history, best_loss, bad = meta["epoch"] + 1, meta["history"], meta["best_loss"], meta["bad_epochs"]
+        _log(rank, f"resumed from {out / '.train_state'} after epoch {meta['epoch'] + 1}")
+    ddp = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
+
+    teacher = load(cfg.teacher).model.to(dev).eval() if cfg.teacher else None
+    teacher_cfg = load(cfg.teacher).config if cfg.teacher else None
+    amp = _amp_dtype(cfg, dev)
+    y_all = torch.from_numpy(train_set.labels)
+    pos = float(y_all.sum())
+    pos_weight = torch.tensor([(len(y_all) - pos) / max(pos, 1.0)], device=dev)
+    images = torch.from_numpy(train_set.images)
+    if dev.type == "cuda":
+        images, y_all = images.to(dev), y_all.to(dev)
+    per_rank = len(images) // world
+    steps_per_epoch = max(1, per_rank // cfg.batch_size)
+    total_steps = steps_per_epoch * cfg.epochs
+    warmup = int(cfg.warmup_epochs * steps_per_epoch)
+    stopped_early = stopped_for_time = False
+    t_train = time.time()
+
+    for epoch in range(start_epoch, cfg.epochs):
+        if bad >= cfg.patience:
+            stopped_early = True
+            break
+        torch.manual_seed(cfg.seed * 1000 + epoch)  # dropout etc.: same stream after a resume
+        gen = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
+        order = torch.randperm(len(images), generator=gen)[: per_rank * world][rank::world]
+        ddp.train()
+        t_epoch, seen, loss_sum = time.time(), 0, 0.0
+        bar = range(steps_per_epoch)
+        if rank == 0:
+            from tqdm.auto import tqdm
+            bar = tqdm(bar, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", file=sys.stderr, leave=False)
+        for i in bar:
+            step = epoch * steps_per_epoch + i
+            for g in opt.param_groups:
+                g["lr"] = _lr_at(step, total_steps, warmup, cfg.lr)
+            idx = order[i * cfg.batch_size:(i + 1) * cfg.batch_size].to(images.device)
+            xb = augment(images[idx], gen, cfg.augment).to(dev, non_blocking=True)
+            yb = y_all[idx].to(dev)
+            x = normalize(xb, clf.config["mean"], clf.config["std"])
+            if dev.type == "cuda" and get_spec(cfg.model).kind == "cnn":
+                x = x.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(dev.type, dtype=amp or torch.float32, enabled=amp is not None):
+                logits = ddp(x).float().flatten()
+                loss = F.binary_cross_entropy_with_logits(logits, yb, pos_weight=pos_weight)
+                if teacher is not None:
+                    with torch.no_grad():
+                        xt = normalize(xb, teacher_cfg["mean"], teacher_cfg["std"])
+                        if xt.shape[-1] != teacher_cfg["image_size"]:
+                            xt = F.interpolate(xt, size=teacher_cfg["image_size"], mode="bilinear", align_corners=False)
+                        soft = torch.sigmoid(teacher(xt).float().flatten() / cfg.distill_temperature)
+                    tau = cfg.distill_temperature
+                    kd = F.binary_cross_entropy_with_logits(logits / tau, soft) * tau * tau
+                    loss = (1 - cfg.distill_alpha) * loss + cfg.distill_alpha * kd
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(ddp.parameters(), 5.0)
+            opt.step()
+            seen += len(idx)
+            loss_sum += loss.item() * len(idx)
+            if rank == 0:
+                bar.set_postfix(loss=f"{loss_sum / seen:.4f}", img_s=f"{seen * world / (time.time() - t_epoch):.0f}")
+        train_time = time.time() - t_epoch
+        val_logits = predict_logits(clf, val_set.images, device=dev)
+        vy = torch.from_numpy(val_set.labels)
+        val_loss = F.binary_cross_entropy_with_logits(torch.from_numpy(val_logits), vy).item()
+        val_p = torch.sigmoid(torch.from_numpy(val_logits)).numpy()
+        val_acc = float(((val_p >= 0.5) == val_set.labels).mean())
+        rec = {"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1), "val_loss": val_loss, "val_accuracy": val_acc,
+               "lr": opt.param_groups[0]["lr"], "images_per_s": seen * world / train_time, "seconds": train_time}
+        history.append(rec)
+        improved = val_loss < best_loss - 1e-4
+        best_loss, bad = (val_loss, 0) if improved else (best_loss, bad + 1)
+        _log(rank, f"epoch {epoch + 1}: train loss {rec['train_loss']:.4f}  val loss {val_loss:.4f}  "
+                   f"val acc {val_acc:.4f}  {rec['images_per_s']:.0f} img/s{'  *best' if improved else ''}")
+        if rank == 0:
+            if improved:
+                clf.save_pretrained(out, half=cfg.half)
+            save_state(out, model, opt, {"epoch": epoch, "history": history, "best_loss": best_loss, "bad_epochs": bad})
+        if world > 1:
+            dist.barrier()
+        if cfg.time_limit is not None and (time.time() - t0) / 60 > cfg.time_limit and epoch + 1 < cfg.epochs:
+            stopped_for_time = True
+            break
+        if cfg.time_budget is not None and (time.time() - t_train) / 60 > cfg.time_budget:
+            stopped_early = True
+            _log(rank, f"time budget of {cfg.time_budget} min spent after epoch {epoch + 1}; finishing")
+            break
+
+    result: dict = {"history": history}
+    if rank == 0 and stopped_for_time:
+        _log(rank, f"time limit reached after epoch {len(history)}; continue with --resume")
+        result["status"] = "interrupted"
+    elif rank == 0:
+        result = finalize(cfg, out, cache, splits, split_file, history, stopped_early, dev)
+    if world > 1:
+        dist.barrier()
+        dist.destroy_process_group()
+    return result
+
+
+def finalize(cfg: TrainConfig, out: Path, cache: ImageCache, splits: dict, split_file: str | None,
+             history: list[dict], stopped_early: bool, dev: torch.device) -> dict:
+    """Best weights -> calibrate on val -> score test splits -> metrics, plots, model card, push."""
+    from .report import write_model_card, write_plots
+
+    clf = load(out)
+    clf.model.to(dev)
+    val_set = cache.load(splits["val"])
+    val_logits = predict_logits(clf, val_set.images, device=dev)
+    temperature = fit_temperature(val_logits, val_set.labels)
+    clf.config["temperature"] = temperature
+    val_p = clf.probability(torch.from_numpy(val_logits)).numpy()
+    clf.config["threshold"] = choose_threshold(val_set.labels, val_p)
+    train_hashes = set(cache.load(splits["train"]).hashes)
+    results = {"val": evaluate_set(clf, val_set, device=dev)[0]}
+    curves = {}
+    test_sets = {f"{cfg.split_mode} test": splits["test"]}
+    if cfg.split_mode == "grouped":
+        test_sets["official test"] = [s for s in scan(cfg.data_dir) if s.split == "test"]
+    for name, samples in test_sets.items():
+        if not samples:
+            continue
+        data = cache.load(samples)
+        groups = groups_of(data.samples, split_file) if split_file else None
+        m, p = evaluate_set(clf, data, groups, cfg.bootstrap, device=dev)
+        m["seen_in_training"] = int(sum(h in train_hashes for h in data.hashes))
+        results[name] = m
+        curves[name] = (data.labels, p)
+    metrics = {"model": cfg.model, "results": results, "history": history, "stopped_early": stopped_early,
+               "temperature": temperature, "threshold": clf.config["threshold"]}
+    clf.config["metrics"] = {k: {kk: v[kk] for kk in ("accuracy", "balanced_accuracy", "roc_auc", "ece", "macro_f1")}
+                             for k, v in results.items()}
+    clf.save_pretrained(out, half=cfg.half)
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    write_plots(out, history, results, curves)
+    write_model_card(out, clf.config, metrics)
+    for name, m in results.items():
+        print(f"{name}: accuracy {m['accuracy']:.4f}  balanced {m['balanced_accuracy']:.4f}  "
+              f"AUC {m['roc_auc']:.4f}  ECE {m['ece']:.4f}", file=sys.stderr)
+    if cfg.push_to_hub:
+        from fracture_demo.hub import push_folder
+        url = push_folder(out, cfg.push_to_hub, private=cfg.private)
+        print(f"pushed {out} to {url}", file=sys.stderr)
+    return metrics
