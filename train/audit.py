@@ -180,7 +180,7 @@ def pair_sheet(pairs: list[tuple[int, int, float]], samples: list[Sample], image
 
 def audit(data_dir: str, out: Path, report_dir: Path | None, threshold: float = 0.8, features: str = "efficientnet_lite0",
           pretrained: str = "local", size: int = 160, seed: int = 0, fractions: dict | None = None,
-          workers: int | None = None) -> dict:
+          workers: int | None = None, features_cache: str | None = None) -> dict:
     fractions = fractions or {"train": 0.7, "val": 0.1, "test": 0.2}
     samples_all = scan(data_dir)
     data = ImageCache(size, workers).load(samples_all, progress=True)
@@ -200,7 +200,14 @@ def audit(data_dir: str, out: Path, report_dir: Path | None, threshold: float = 
     reps = sorted(first_by_hash.values())
     sim_stats = {}
     if features != "none":
-        base, views = view_features(images[reps], features, pretrained)
+        rep_hashes = np.array([data.hashes[r] for r in reps])
+        cached = np.load(features_cache) if features_cache and Path(features_cache).is_file() else None
+        if cached is not None and np.array_equal(cached["hashes"], rep_hashes) and str(cached["model"]) == features:
+            base, views = cached["base"], cached["views"]
+        else:
+            base, views = view_features(images[reps], features, pretrained)
+            if features_cache:
+                np.savez(features_cache, base=base, views=views, hashes=rep_hashes, model=features)
         sim = feature_similarity(base, views)
         iu = np.triu_indices(len(reps), 1)
         hits = np.flatnonzero(sim[iu] >= threshold)
@@ -217,7 +224,7 @@ def audit(data_dir: str, out: Path, report_dir: Path | None, threshold: float = 
         splits = sorted({samples[i].split for i in idx})
         if len(idx) > 1:
             dup["exact duplicate files (beyond the first)"] += len(idx) - 1
-            dup["exact duplicate sets spanning splits: " + "+".join(splits)] += len(splits) > 1
+            dup[f"sets of identical files in {'+'.join(splits)}"] += 1
     groups = _group_by([uf.find(i) for i in range(n)])
     near_cross = Counter()
     for g, idx in groups.items():
@@ -225,8 +232,7 @@ def audit(data_dir: str, out: Path, report_dir: Path | None, threshold: float = 
         if len(splits) > 1:
             near_cross["+".join(splits)] += 1
     leak = {s: sum(1 for idx in groups.values() if any(samples[i].split == s for i in idx)
-                   and any(samples[i].split == "train" for i in idx)
-                   for _ in [0]) for s in ("val", "test")}
+                   and any(samples[i].split == "train" for i in idx)) for s in ("val", "test")}
     leaked_files = {s: sum(1 for i in range(n) if samples[i].split == s and
                            any(samples[j].split == "train" for j in groups[uf.find(i)])) for s in ("val", "test")}
     assignment = assign_splits(groups, labels, fractions, seed)
@@ -253,14 +259,14 @@ def audit(data_dir: str, out: Path, report_dir: Path | None, threshold: float = 
     if report_dir and features != "none":
         report_dir.mkdir(parents=True, exist_ok=True)
         rep_group = np.array([uf.find(r) for r in reps])
-        sim_feature_only = []
-        for k in np.argsort(-sim[iu])[: 4000]:
-            a, b = iu[0][k], iu[1][k]
-            sim_feature_only.append((a, b, float(sim[a, b])))
+        vals = sim[iu]
         rng = np.random.default_rng(seed)
-        joined = [p for p in sim_feature_only if p[2] >= threshold]
-        joined_sample = [joined[i] for i in rng.choice(len(joined), min(8, len(joined)), replace=False)] if joined else []
-        apart = [(a, b, s) for a, b, s in sim_feature_only if rep_group[a] != rep_group[b]][:8]
+        joined = np.flatnonzero(vals >= threshold)
+        pick = rng.choice(joined, min(8, len(joined)), replace=False) if len(joined) else []
+        joined_sample = [(iu[0][k], iu[1][k], float(vals[k])) for k in pick]
+        apart_idx = np.flatnonzero(rep_group[iu[0]] != rep_group[iu[1]])
+        top = apart_idx[np.argsort(-vals[apart_idx])[:8]]
+        apart = [(iu[0][k], iu[1][k], float(vals[k])) for k in top]
         pair_sheet([(reps[a], reps[b], s) for a, b, s in joined_sample], samples, images,
                    report_dir / "pairs_joined.png", f"random pairs joined by features (cos >= {threshold})")
         pair_sheet([(reps[a], reps[b], s) for a, b, s in apart], samples, images,
@@ -290,12 +296,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--test-fraction", type=float, default=0.2)
     ap.add_argument("--val-fraction", type=float, default=0.1)
     ap.add_argument("--workers", type=int, default=None)
+    ap.add_argument("--features-cache", default=None, help="npz to reuse features across runs (e.g. other thresholds)")
     args = ap.parse_args(argv)
     fr = {"train": 1 - args.test_fraction - args.val_fraction, "val": args.val_fraction, "test": args.test_fraction}
     try:
         rep = audit(args.data_dir, Path(args.out or default_split_file(args.data_dir)),
                     Path(args.report_dir) if args.report_dir else None, args.threshold, args.features,
-                    args.pretrained, args.size, args.seed, fr, args.workers)
+                    args.pretrained, args.size, args.seed, fr, args.workers, args.features_cache)
     except (FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

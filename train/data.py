@@ -155,4 +155,4 @@ def _progress(it, total: int, enabled: bool):
     if not enabled:
         return it
     from tqdm.auto import tqdm
-    return tqdm(it, total=total, desc="decode", unit="img", leave=False)
+    return tqdm(it, total=total, desc="decode", unit="img", leave=False, disable=None)

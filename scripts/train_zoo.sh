@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Train every bundled model on the grouped split: the exact commands behind assets/models/.
+#   scripts/train_zoo.sh cpu   DATA OUT   # the four ImageNet-started CNNs (minutes each on 2 CPU cores)
+#   scripts/train_zoo.sh gpu   DATA OUT   # the from-scratch families (custom CNN, VGG19, WRN, ViT, Swin)
+#   scripts/train_zoo.sh transformers DATA OUT   # ViT and Swin only (TEACHER_DIR: the teacher model folder)
+# DATA: Kaggle-layout folder with grouped_split.csv (python -m train.audit); OUT: parent of model folders.
+# ViT and Swin distil from OUT/$TEACHER (default efficientnet_lite0), as DeiT did; train it first.
+set -uo pipefail
+stage=$1 data=$2 out=$3
+split=(--split-mode grouped --split-file "${SPLIT_FILE:-$data/grouped_split.csv}" --half --seed 0 --bootstrap ${BOOTSTRAP:-1000})
+teacher=${TEACHER:-efficientnet_lite0}
+run() {  # a failed model is reported and the next one still trains
+  python -m train --data-dir "$data" --output-dir "$out/$1" --model "$1" "${split[@]}" "${@:2}" || echo "FAILED: $1" >&2
+}
+transformers() {  # from scratch: low lr and a real warm-up (at 1e-3 with none they collapse to a constant)
+  for m in vit swin; do
+    run $m --epochs 40 --warmup-epochs 4 --batch-size 128 --lr 2e-4 --patience 40 --teacher "${TEACHER_DIR:-$out/$teacher}" \
+      --time-budget ${GPU_BUDGET_T:-2.0}; ${ON_DONE:-true} $m
+  done
+}
+case $stage in
+  cpu)  # ImageNet-started CNNs that train at 50-180 img/s on 2 CPU cores (bf16, channels-last)
+    for m in regnet mobilenetv3 mobilenetv2; do
+      run $m --pretrained local --epochs ${CPU_EPOCHS:-5} --batch-size 32 --lr 5e-4 --patience 3 --time-budget ${CPU_BUDGET:-8}
+    done ;;
+  gpu)  # one GPU: the teacher first, then the from-scratch families; $ON_DONE runs after each model
+    run efficientnet_lite0 --pretrained local --epochs 30 --batch-size 128 --lr 1e-3 --time-budget ${GPU_BUDGET_P:-0.5}; ${ON_DONE:-true} efficientnet_lite0
+    for m in custom_cnn vgg19 wide_resnet; do
+      run $m --epochs 60 --batch-size 128 --lr 1e-3 --patience 10 --time-budget ${GPU_BUDGET:-0.9}; ${ON_DONE:-true} $m
+    done
+    transformers ;;
+  transformers) transformers ;;
+  *) echo "usage: $0 cpu|gpu|transformers DATA OUT" >&2; exit 2 ;;
+esac
