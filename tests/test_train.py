@@ -51,6 +51,7 @@ def test_bad_files_are_skipped_and_named(dataset, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "skipped train/not fractured/empty.jpg: the file is empty" in err
     assert "skipped train/not fractured/notes.jpg" in err
+    assert "used with a caveat train/not fractured/truncated.jpg: the JPEG file is truncated" in err
 
 
 def test_same_seed_same_weights_and_resume_matches(dataset, tmp_path, trained):
@@ -111,19 +112,43 @@ def test_audit_and_grouped_split(dataset, tmp_path, capsys):
     assert m["grouped test"]["seen_in_training"] == 0
 
 
-def test_audit_features_join_rotated_copy(dataset, tmp_path, capsys):
+def _shapes(rng):
+    """A structured synthetic image (ImageNet features tell these apart, unlike noise)."""
+    from PIL import Image, ImageDraw
+    img = Image.new("L", (160, 160), 0)
+    draw = ImageDraw.Draw(img)
+    for _ in range(6):
+        x0, y0 = rng.integers(0, 120, 2)
+        w, h = rng.integers(15, 60, 2)
+        fill, kind = int(rng.integers(80, 255)), rng.integers(0, 3)
+        box = [int(x0), int(y0), int(x0 + w), int(y0 + h)]
+        if kind == 0:
+            draw.ellipse(box, fill=fill)
+        elif kind == 1:
+            draw.rectangle(box, fill=fill)
+        else:
+            draw.line(box, fill=fill, width=int(rng.integers(3, 10)))
+    return img
+
+
+def test_audit_features_join_rotated_copy(tmp_path, capsys):
     try:
         fd.registry.resolve_pretrained("efficientnet_lite0", "local")
     except FileNotFoundError:
         pytest.skip("offline ImageNet weights not beside this checkout")
-    data = tmp_path / "d"
-    shutil.copytree(dataset / "test", data / "test")
+    import numpy as np
+    folder = tmp_path / "d" / "test" / "fractured"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(16):
+        _shapes(rng).save(folder / f"{i}.png")
     from PIL import Image
-    Image.open(data / "test" / "fractured" / "1.jpg").rotate(200, expand=True).save(data / "test" / "fractured" / "zz.jpg")
-    assert audit_main(["--data-dir", str(data), "--workers", "1", "--report-dir", str(tmp_path / "rep")]) == 0
+    Image.open(folder / "3.png").transpose(Image.FLIP_LEFT_RIGHT).rotate(90).save(folder / "zz.jpg", quality=95)  # flipped, turned, re-encoded
+    assert audit_main(["--data-dir", str(tmp_path / "d"), "--workers", "1", "--report-dir", str(tmp_path / "rep")]) == 0
     capsys.readouterr()
-    groups = {r["file"]: r["group"] for r in csv.DictReader(open(data / "grouped_split.csv"))}
-    assert groups["test/fractured/1.jpg"] == groups["test/fractured/zz.jpg"]
+    groups = {r["file"]: r["group"] for r in csv.DictReader(open(tmp_path / "d" / "grouped_split.csv"))}
+    assert groups["test/fractured/3.png"] == groups["test/fractured/zz.jpg"]
+    assert len(set(groups.values())) >= 14, "unrelated images stay apart"
     assert (tmp_path / "rep" / "pairs_joined.png").is_file() and (tmp_path / "rep" / "pairs_closest_apart.png").is_file()
 
 

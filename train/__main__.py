@@ -37,7 +37,8 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     ap.add_argument("--amp", default=d["amp"], choices=["auto", "bf16", "none"],
                     help="auto: bf16 on GPU, and on CPU for transformers")
     ap.add_argument("--teacher", default=None, help="model folder to distil from (DeiT-style, soft targets)")
-    ap.add_argument("--distill-alpha", type=float, default=d["distill_alpha"])
+    ap.add_argument("--distill-alpha", type=float, default=d["distill_alpha"], help="weight of the teacher's loss")
+    ap.add_argument("--distill-temperature", type=float, default=d["distill_temperature"])
     ap.add_argument("--workers", type=int, default=None, help="decode processes (default: min(8, CPUs))")
     ap.add_argument("--time-limit", type=float, default=None,
                     help="minutes; pause after the epoch crossing it (continue with --resume)")

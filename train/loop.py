@@ -25,6 +25,7 @@ from fracture_demo.registry import count_parameters, resolve_pretrained
 from .augment import augment
 from .data import ImageCache, default_split_file, fingerprint, groups_of, scan, split_samples
 from .evaluate import choose_threshold, evaluate_set, fit_temperature, predict_logits
+from .report import git_commit
 from .state import load_state, save_state
 
 
@@ -117,6 +118,7 @@ def train(cfg: TrainConfig) -> dict:
               "split_file": Path(split_file).name if split_file else None,
               "counts": {s: len(v) for s, v in splits.items()}},
         parameters=count_parameters(clf.model),
+        code_commit=git_commit(),
     )
     cache = ImageCache(size, cfg.workers)
     t0 = time.time()
@@ -126,6 +128,8 @@ def train(cfg: TrainConfig) -> dict:
                f"({len(cache._by_hash)} distinct files) in {time.time() - t0:.1f}s")
     for name, why in {**train_set.skipped, **val_set.skipped}.items():
         _log(rank, f"skipped {name}: {why}")
+    for name, notes in {**train_set.notes, **val_set.notes}.items():
+        _log(rank, f"used with a caveat {name}: {'; '.join(notes)}")
 
     model = clf.model.to(dev)
     channels_last = get_spec(cfg.model).kind == "cnn"  # faster for CNNs on GPUs and on these CPUs alike
@@ -155,12 +159,12 @@ def train(cfg: TrainConfig) -> dict:
     steps_per_epoch = max(1, per_rank // cfg.batch_size)
     total_steps = steps_per_epoch * cfg.epochs
     warmup = min(0.5, cfg.warmup_epochs / max(cfg.epochs, 1))
-    stopped_early = stopped_for_time = False
+    stop_reason, stopped_for_time = "", False
     t_train = time.time()
 
     for epoch in range(start_epoch, cfg.epochs):
         if bad >= cfg.patience:
-            stopped_early = True
+            stop_reason = f"no val-loss gain in {cfg.patience} epochs"
             break
         torch.manual_seed(cfg.seed * 1000 + epoch)  # dropout etc.: same stream after a resume
         gen = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
@@ -226,7 +230,7 @@ def train(cfg: TrainConfig) -> dict:
             stopped_for_time = True
             break
         if cfg.time_budget is not None and (time.time() - t_train) / 60 > cfg.time_budget:
-            stopped_early = True
+            stop_reason = f"time budget of {cfg.time_budget} min"
             _log(rank, f"time budget of {cfg.time_budget} min spent after epoch {epoch + 1}; finishing")
             break
 
@@ -235,7 +239,7 @@ def train(cfg: TrainConfig) -> dict:
         _log(rank, f"time limit reached after epoch {len(history)}; continue with --resume")
         result["status"] = "interrupted"
     elif rank == 0:
-        result = finalize(cfg, out, cache, splits, split_file, history, stopped_early, dev)
+        result = finalize(cfg, out, cache, splits, split_file, history, stop_reason, dev)
     if world > 1:
         dist.barrier()
         dist.destroy_process_group()
@@ -243,7 +247,7 @@ def train(cfg: TrainConfig) -> dict:
 
 
 def finalize(cfg: TrainConfig, out: Path, cache: ImageCache, splits: dict, split_file: str | None,
-             history: list[dict], stopped_early: bool, dev: torch.device) -> dict:
+             history: list[dict], stop_reason: str, dev: torch.device) -> dict:
     """Best weights -> calibrate on val -> score test splits -> metrics, plots, model card, push."""
     from .report import write_model_card, write_plots
 
@@ -270,7 +274,7 @@ def finalize(cfg: TrainConfig, out: Path, cache: ImageCache, splits: dict, split
         m["seen_in_training"] = int(sum(h in train_hashes for h in data.hashes))
         results[name] = m
         curves[name] = (data.labels, p)
-    metrics = {"model": cfg.model, "results": results, "history": history, "stopped_early": stopped_early,
+    metrics = {"model": cfg.model, "results": results, "history": history, "stop_reason": stop_reason,
                "temperature": temperature, "threshold": clf.config["threshold"]}
     clf.config["metrics"] = {k: {kk: v[kk] for kk in ("accuracy", "balanced_accuracy", "roc_auc", "ece", "macro_f1")}
                              for k, v in results.items()}

@@ -99,7 +99,7 @@ def write_model_card(out: Path, config: dict, metrics: dict) -> None:
                     f"{_fmt_ci(m, 'roc_auc')} | {m['macro_f1']:.3f} | {m['ece']:.3f} | {m.get('seen_in_training', '-')} |")
     cmd = "python -m train " + " ".join(
         f"--{k.replace('_', '-')} {v}" for k, v in tr.items()
-        if v not in (None, False) and k not in ("bootstrap", "workers", "time_limit") and v is not True
+        if v is not None and not isinstance(v, bool) and k not in ("bootstrap", "workers", "time_limit")
     ) + "".join(f" --{k}" for k, v in tr.items() if v is True)
     card = f"""---
 license: odc-by
@@ -121,7 +121,7 @@ Pretrained start: {config.get('pretrained_source', 'unknown')}.
 ## Results
 
 Split `{data.get('split_mode')}` (files per split: {data.get('counts')}); data fingerprint `{data.get('fingerprint')}`;
-code commit `{git_commit()}`. 95% intervals: bootstrap over groups of related images.
+code commit `{config.get('code_commit', 'unknown')}`. 95% intervals: bootstrap over groups of related images.
 "seen" = test images byte-identical to a training image (the official split leaks; see the data caveats).
 
 | test set | n | accuracy | balanced accuracy | ROC AUC | macro F1 | ECE | seen |
@@ -135,7 +135,7 @@ Plots: `training_curves.png`, `confusion_matrix.png`, `roc.png`. All numbers: `m
 ```
 {cmd}
 ```
-Seed {tr.get('seed')}, {len(metrics.get('history', []))} epochs run{' (early stopped)' if metrics.get('stopped_early') else ''}.
+Seed {tr.get('seed')}, {len(metrics.get('history', []))} epochs run{f" (stopped: {metrics['stop_reason']})" if metrics.get('stop_reason') else ''}.
 Augmentation `{tr.get('augment')}`; AdamW, cosine schedule, class-balanced BCE{'; distilled from ' + str(tr.get('teacher')) if tr.get('teacher') else ''}.
 
 ## Data
@@ -182,6 +182,8 @@ def results_table(models_dir: Path, data_dir: str, split_file: str, out_dir: Pat
     rows, curves, refs = {}, {}, {}
     for folder in sorted(p.parent for p in models_dir.glob("*/config.json")):
         clf = load(folder)
+        if (folder / "metrics.json").is_file():  # cards follow the current template
+            write_model_card(folder, clf.config, json.loads((folder / "metrics.json").read_text()))
         cache = caches.setdefault(clf.image_size, ImageCache(clf.image_size))
         o_set, g_set = cache.load(official), cache.load(grouped)
         om, _ = evaluate_set(clf, o_set, groups_of(o_set.samples, split_file), bootstrap)
