@@ -58,8 +58,9 @@ class FractureApp:
         e = clf.explain(decoded, method, opacity)
         p = e.prediction
         details = (f"**{model}** ({clf.arch}): P(fractured) = **{p.probability:.3f}**, decision "
-                   f"**{p.label}** at threshold {p.threshold:.3f}. Map: {METHOD_LABELS[method]} of the evidence "
-                   f"for *{e.target}*." + "".join(f"\n\n⚠️ {w}" for w in p.warnings))
+                   f"**{p.label}** at the threshold chosen on validation data ({p.threshold:.3f}, so it can differ "
+                   f"from the larger probability). Map: {METHOD_LABELS[method]} of the evidence for *{e.target}*."
+                   + "".join(f"\n\n⚠️ {w}" for w in p.warnings))
         return p.as_label_dict(), e.overlay, heatmap_image(e.heatmap), details, (np.asarray(e.image), e.heatmap)
 
     def reblend(self, state, opacity: float):
@@ -129,11 +130,11 @@ def build_app(zoo: ModelZoo) -> gr.Blocks:
                     if EXAMPLES:
                         gr.Examples([[str(p)] for p in EXAMPLES], inputs=[file], label="Examples (from the data set, ODC-By)")
                 with gr.Column(scale=2):
-                    label = gr.Label(num_top_classes=2, label="Probability", elem_id="probability")
+                    label = gr.Label(num_top_classes=2, label="Calibrated probability", elem_id="probability")
                     details = gr.Markdown(elem_id="details")
                     with gr.Row():
-                        over = gr.Image(label="Explanation overlay", type="pil", elem_id="overlay")
-                        heat = gr.Image(label="Raw heatmap", type="pil", elem_id="heatmap")
+                        over = gr.Image(label="Explanation overlay", type="pil", elem_id="overlay", height=420)
+                        heat = gr.Image(label="Raw heatmap", type="pil", elem_id="heatmap", height=420)
             state = gr.State()
             outputs = [label, over, heat, details, state]
             run.click(app.predict, [file, model, method, opacity], outputs, api_name="predict")

@@ -30,8 +30,9 @@ def test_upload_pick_model_read_probability_see_overlay(zoo, dataset):  # noqa: 
                 "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                 "--disable-sync", "--no-first-run", "--disable-quic"])
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.goto(f"http://127.0.0.1:{port}/", wait_until="networkidle")
-            page.locator("#model").click()
+            page.goto(f"http://127.0.0.1:{port}/", wait_until="load")  # gradio keeps a stream open: never "networkidle"
+            expect(page.locator("#predict")).to_be_visible(timeout=60_000)
+            page.locator("#model input").click()
             page.get_by_role("option", name=re.compile("^tiny-copy")).click()
             page.locator("#radiograph input[type=file]").set_input_files(str(dataset / "test" / "fractured" / "0.jpg"))
             page.locator("#predict").click()
