@@ -182,14 +182,13 @@ def results_table(models_dir: Path, data_dir: str, split_file: str, out_dir: Pat
     rows, curves, refs = {}, {}, {}
     for folder in sorted(p.parent for p in models_dir.glob("*/config.json")):
         clf = load(folder)
-        if (folder / "metrics.json").is_file():  # cards follow the current template
-            write_model_card(folder, clf.config, json.loads((folder / "metrics.json").read_text()))
         cache = caches.setdefault(clf.image_size, ImageCache(clf.image_size))
         o_set, g_set = cache.load(official), cache.load(grouped)
         om, _ = evaluate_set(clf, o_set, groups_of(o_set.samples, split_file), bootstrap)
         gm, gp = evaluate_set(clf, g_set, groups_of(g_set.samples, split_file), bootstrap)
         om["seen_in_training"] = sum(h in train_hashes for h in o_set.hashes)
         gm["seen_in_training"] = sum(h in train_hashes for h in g_set.hashes)
+        record_scores(folder, clf.config, {"official test": om, "grouped test": gm})
         curves[folder.name] = (g_set.labels, gp)
         rows[folder.name] = {
             "architecture": clf.arch, "official": om, "grouped": gm,
@@ -210,6 +209,23 @@ def results_table(models_dir: Path, data_dir: str, split_file: str, out_dir: Pat
         (models_dir / "reference_predictions.json").write_text(json.dumps(
             {"image": reference_image.name, "probabilities": refs}, indent=2) + "\n")
     return rows
+
+
+def record_scores(folder: Path, config: dict, scores: dict) -> None:
+    """Make the model's own files (config, metrics.json, card) carry the numbers the table shows.
+
+    A training run may have scored a resized copy of the data on a GPU; this CPU re-score of the
+    original files is what the README, the app's dropdown and the card then all agree on.
+    """
+    keys = ("accuracy", "balanced_accuracy", "roc_auc", "ece", "macro_f1")
+    config.setdefault("metrics", {}).update({k: {kk: v[kk] for kk in keys} for k, v in scores.items()})
+    (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    mpath = folder / "metrics.json"
+    metrics = json.loads(mpath.read_text()) if mpath.is_file() else {"results": {}}
+    metrics["results"].update(scores)
+    metrics["scored_by"] = f"python -m train.report (CPU, original files) at commit {git_commit()}"
+    mpath.write_text(json.dumps(metrics, indent=2, default=float) + "\n")
+    write_model_card(folder, config, metrics)
 
 
 def markdown_table(rows: dict, meta: dict) -> str:
