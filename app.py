@@ -16,7 +16,7 @@ import numpy as np
 from fracture_demo import ImageError, decode_image, get_spec
 from fracture_demo.explain import METHOD_LABELS, heatmap_image, overlay
 from fracture_demo.imaging import DISPLAY_SIDE
-from fracture_demo.zoo import ModelZoo, discover, ensemble_label
+from fracture_demo.zoo import ModelZoo, discover, ensemble_label, supported_method
 
 ROOT = Path(__file__).resolve().parent
 EXAMPLES = sorted((ROOT / "assets" / "examples").glob("*.jpg")) + sorted((ROOT / "assets" / "examples").glob("*.png"))
@@ -53,8 +53,7 @@ class FractureApp:
         decoded = self._decode(image)
         model = model or self.zoo.default
         clf = self.zoo.get(model)
-        if method not in get_spec(clf.arch).explain_methods:
-            method = "gradcam"
+        method = supported_method(clf, method)
         e = clf.explain(decoded, method, opacity)
         p = e.prediction
         details = (f"**{model}** ({clf.arch}): P(fractured) = **{p.probability:.3f}**, decision "

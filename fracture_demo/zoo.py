@@ -11,6 +11,7 @@ import numpy as np
 
 from .classifier import LABELS, Explanation, FractureClassifier, load
 from .imaging import Decoded, ImageSource
+from .registry import get_spec
 
 BUNDLED_DIR = Path(__file__).resolve().parents[1] / "assets" / "models"
 #: Extra models (folders or Hub ids, comma-separated) the app should offer.
@@ -81,15 +82,14 @@ class ModelZoo:
         out = []
         for name in self.names:
             clf = self.get(name)
-            m = method if method in clf_methods(clf) else "gradcam"
-            out.append(clf.explain(image, m, opacity))
+            out.append(clf.explain(image, supported_method(clf, method), opacity))
         mean = float(np.mean([e.prediction.probability for e in out])) if out else float("nan")
         return out, mean
 
 
-def clf_methods(clf: FractureClassifier) -> list[str]:
-    from .registry import get_spec
-    return list(get_spec(clf.arch).explain_methods)
+def supported_method(clf: FractureClassifier, method: str) -> str:
+    """``method`` if this model's family offers it, else Grad-CAM (which every family has)."""
+    return method if method in get_spec(clf.arch).explain_methods else "gradcam"
 
 
 def ensemble_label(p: float) -> dict[str, float]:

@@ -146,8 +146,9 @@ def train(cfg: TrainConfig) -> dict:
         _log(rank, f"resumed from {out / '.train_state'} after epoch {meta['epoch'] + 1}")
     ddp = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
 
-    teacher = load(cfg.teacher).model.to(dev).eval() if cfg.teacher else None
-    teacher_cfg = load(cfg.teacher).config if cfg.teacher else None
+    teacher_clf = load(cfg.teacher) if cfg.teacher else None
+    teacher = teacher_clf.model.to(dev).eval() if teacher_clf else None
+    teacher_cfg = teacher_clf.config if teacher_clf else None
     amp = _amp_dtype(cfg, dev)
     y_all = torch.from_numpy(train_set.labels)
     pos = float(y_all.sum())

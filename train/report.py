@@ -169,14 +169,13 @@ def results_table(models_dir: Path, data_dir: str, split_file: str, out_dir: Pat
                   bootstrap: int = 1000) -> dict:
     """Re-score every bundled model on the official and grouped test splits; write JSON, table and ROC plot."""
     from fracture_demo import count_parameters, load
-    from .data import ImageCache, groups_of, scan, split_samples
+    from .data import ImageCache, groups_of, scan, sha256_file, split_samples
     from .evaluate import evaluate_set
 
     samples = scan(data_dir)
     official = [s for s in samples if s.split == "test"]
     splits = split_samples(samples, "grouped", split_file)
     grouped = splits["test"]
-    from .data import sha256_file
     train_hashes = {sha256_file(s.path) for s in splits["train"]}  # every bundled model trained on these
     caches: dict[int, ImageCache] = {}
     rows, curves, refs = {}, {}, {}
