@@ -35,7 +35,7 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     ap.add_argument("--augment", default=d["augment"], choices=["strong", "flip"],
                     help="flip: the study's flips only; strong: + any-angle rotation, zoom, contrast")
     ap.add_argument("--amp", default=d["amp"], choices=["auto", "bf16", "none"],
-                    help="auto: bf16 on GPU, and on CPU for transformers")
+                    help="auto (= bf16): bf16 autocast on GPUs and CPUs; none: fp32")
     ap.add_argument("--teacher", default=None, help="model folder to distil from (DeiT-style, soft targets)")
     ap.add_argument("--distill-alpha", type=float, default=d["distill_alpha"], help="weight of the teacher's loss")
     ap.add_argument("--distill-temperature", type=float, default=d["distill_temperature"])

@@ -89,6 +89,11 @@ def compute_metrics(y: np.ndarray, p: np.ndarray, threshold: float = 0.5) -> dic
     }
 
 
+def headline(m: dict) -> dict:
+    """The few numbers a model's config.json keeps per test set (the app's dropdown shows them)."""
+    return {k: m[k] for k in ("accuracy", "balanced_accuracy", "roc_auc", "ece", "macro_f1")}
+
+
 def bootstrap_ci(y: np.ndarray, p: np.ndarray, groups: list[str], threshold: float, n: int = 1000,
                  seed: int = 0, keys: tuple[str, ...] = ("accuracy", "balanced_accuracy", "roc_auc", "macro_f1")) -> dict:
     """95% intervals, resampling whole groups (related images are not independent)."""

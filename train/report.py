@@ -21,6 +21,8 @@ from sklearn.metrics import roc_curve  # noqa: E402
 
 from fracture_demo.classifier import LABELS  # noqa: E402
 
+from .evaluate import headline  # noqa: E402
+
 DATASET_CREDIT = (
     "Bone Fracture Multi-Region X-ray Data (Kaggle, bmadushanirodrigo), which merges Bone Break Classifier "
     "(Mohan Kumar), bone_fracture (Abdelaziz Faramawy) and fracture (Harsha Arya). Licensed under the Open "
@@ -224,8 +226,7 @@ def record_scores(folder: Path, config: dict, scores: dict) -> None:
     A training run may have scored a resized copy of the data on a GPU; this CPU re-score of the
     original files is what the README, the app's dropdown and the card then all agree on.
     """
-    keys = ("accuracy", "balanced_accuracy", "roc_auc", "ece", "macro_f1")
-    config.setdefault("metrics", {}).update({k: {kk: v[kk] for kk in keys} for k, v in scores.items()})
+    config.setdefault("metrics", {}).update({k: headline(v) for k, v in scores.items()})
     (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     mpath = folder / "metrics.json"
     metrics = json.loads(mpath.read_text()) if mpath.is_file() else {"results": {}}
