@@ -26,6 +26,8 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     ap.add_argument("--image-size", type=int, default=None, help="input side (default: the model's own)")
     ap.add_argument("--pretrained", default=d["pretrained"],
                     help="hub | none | local ($FRACTURE_PRETRAINED_DIR) | PATH (file, or folder holding it)")
+    ap.add_argument("--init-from", default=None, metavar="MODEL_DIR",
+                    help="continue from a trained model folder of the same architecture (e.g. grouped -> official)")
     ap.add_argument("--split-mode", default=d["split_mode"], choices=["official", "grouped"])
     ap.add_argument("--split-file", default=None, help="grouped split CSV from train.audit (default: DATA_DIR/grouped_split.csv)")
     ap.add_argument("--seed", type=int, default=d["seed"])

@@ -40,6 +40,7 @@ class TrainConfig:
     weight_decay: float = 0.05
     image_size: int | None = None
     pretrained: str = "none"
+    init_from: str | None = None  # a trained model folder of this zoo (same architecture) to continue from
     split_mode: str = "official"
     split_file: str | None = None
     seed: int = 0
@@ -81,6 +82,48 @@ def _amp_dtype(cfg: TrainConfig) -> torch.dtype | None:
     return None if cfg.amp == "none" else torch.bfloat16
 
 
+def _init_from(clf: FractureClassifier, folder: str) -> str:
+    """Start from the weights of an earlier run (e.g. the grouped-split model, to make its
+    official-split twin in minutes); the card names the source and its data fingerprint."""
+    src = load(folder)
+    if src.arch != clf.arch or src.image_size != clf.image_size:
+        raise ValueError(f"--init-from {folder}: it is {src.arch} at {src.image_size}px, "
+                         f"not {clf.arch} at {clf.image_size}px")
+    clf.model.load_state_dict(src.model.state_dict())
+    data = src.config.get("data", {})
+    return (f"{Path(folder).name} (this zoo's {src.arch}, trained on the {data.get('split_mode')} split, "
+            f"data {data.get('fingerprint')}, commit {src.config.get('code_commit')})")
+
+
+def precise_batch_stats(model: torch.nn.Module, images: torch.Tensor, mean: list[float], std: list[float],
+                        amp: torch.dtype | None, channels_last: bool, n: int = 512, batch: int = 64) -> None:
+    """Recompute BatchNorm statistics for the current weights ("precise BN", Wu & Johnson 2021).
+
+    Running averages lag weights that move fast when fine-tuning: MobileNetV3 scored 0.94 on val in
+    train mode but called every image fractured in eval mode after one epoch. A fixed sample of
+    (un-augmented) training images, the same on every rank, so every process gets the same numbers.
+    """
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    if not bns:
+        return
+    was_training = model.training
+    model.eval()  # dropout off; only the BatchNorm layers collect statistics
+    momenta = [m.momentum for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over the sample
+        m.train()
+    dev = next(model.parameters()).device
+    idx = torch.randperm(len(images), generator=torch.Generator().manual_seed(0))[:n]
+    with torch.no_grad(), torch.autocast(dev.type, dtype=amp or torch.float32, enabled=amp is not None):
+        for i in range(0, len(idx), batch):
+            x = normalize(images[idx[i:i + batch].to(images.device)].to(dev), mean, std)
+            model(x.contiguous(memory_format=torch.channels_last) if channels_last else x)
+    for m, momentum in zip(bns, momenta):
+        m.momentum = momentum
+    model.train(was_training)
+
+
 def _lr_at(progress: float, warmup: float, base: float) -> float:
     """Linear warm-up, then cosine to zero; ``progress`` and ``warmup`` are fractions of the run."""
     if progress < warmup:
@@ -107,6 +150,8 @@ def train(cfg: TrainConfig) -> dict:
     torch.manual_seed(cfg.seed)
     _, pretrained_label = resolve_pretrained(cfg.model, cfg.pretrained)
     clf = FractureClassifier.new(cfg.model, cfg.pretrained, cfg.image_size)
+    if cfg.init_from:
+        pretrained_label = _init_from(clf, cfg.init_from)
     size = clf.image_size
     clf.config.update(
         training={k: v for k, v in asdict(cfg).items() if k not in ("push_to_hub", "private", "device", "resume")},
@@ -206,6 +251,7 @@ def train(cfg: TrainConfig) -> dict:
             if rank == 0:
                 bar.set_postfix(loss=f"{loss_sum / seen:.4f}", img_s=f"{seen * world / (time.time() - t_epoch):.0f}")
         train_time = time.time() - t_epoch
+        precise_batch_stats(model, images, clf.config["mean"], clf.config["std"], amp, channels_last)
         val_logits = predict_logits(clf, val_set.images, device=dev)
         vy = torch.from_numpy(val_set.labels)
         val_loss = F.binary_cross_entropy_with_logits(torch.from_numpy(val_logits), vy).item()
