@@ -68,6 +68,42 @@ def test_same_seed_same_weights_and_resume_matches(dataset, tmp_path, trained):
     assert [h["epoch"] for h in hist] == [1, 2]
 
 
+def test_init_from_continues_the_given_model(dataset, tmp_path, trained, capsys):
+    """lr 0: the weights stay the source's, so any difference means they were not loaded."""
+    run_train(dataset, tmp_path / "c", "--epochs", "1", "--lr", "0", "--init-from", str(trained))
+    a, b = load_file(tmp_path / "c" / "model.safetensors"), load_file(trained / "model.safetensors")
+    convs = [k for k in a if k.endswith(".weight") and a[k].ndim == 4]
+    assert convs and all((a[k] == b[k]).all() for k in convs)
+    cfg = json.loads((tmp_path / "c" / "config.json").read_text())
+    assert cfg["pretrained_source"].startswith("model (this zoo's mobilenetv3")
+    assert train_main([*FAST, "--model", "regnet", "--data-dir", str(dataset), "--output-dir", str(tmp_path / "d"),
+                       "--init-from", str(trained)]) == 2
+    assert "it is mobilenetv3 at 64px, not regnet" in capsys.readouterr().err
+
+
+def test_precise_batch_stats_match_the_batch():
+    """After the recount, eval mode on the sample gives what train mode gives (stale averages did not)."""
+    import torch
+    from train.loop import precise_batch_stats
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.BatchNorm2d(8, momentum=0.01),
+                                torch.nn.Dropout(0.5), torch.nn.Flatten(), torch.nn.LazyLinear(1))
+    images = (torch.rand(64, 1, 16, 16) * 255).to(torch.uint8)
+    x = fd.imaging.normalize(images, [0.2] * 3, [0.1] * 3)
+    model.train()(x)
+    model[1].running_mean += 5.0  # stale statistics
+    model.eval()
+    with torch.no_grad():
+        want = model[1].train()(model[0](x))
+    model.train()
+    precise_batch_stats(model, images, [0.2] * 3, [0.1] * 3, None, False, n=64, batch=64)
+    assert model.training and model[1].momentum == 0.01
+    model.eval()
+    with torch.no_grad():
+        got = model[1](model[0](x))
+    assert torch.allclose(got, want, atol=0.02)
+
+
 def test_evaluate_json(trained, dataset, capsys):
     assert evaluate_main(["--model", str(trained), "--data-dir", str(dataset), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
