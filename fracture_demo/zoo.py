@@ -29,6 +29,11 @@ class ZooEntry:
         return m.get(key)
 
     @property
+    def split_mode(self) -> str | None:
+        """"official" for the twins trained on the leaking split, for which no grouped score exists."""
+        return (self.config or {}).get("data", {}).get("split_mode")
+
+    @property
     def label(self) -> str:
         acc, bal = self.score("official test", "accuracy"), self.score()
         parts = [f"official acc {acc:.3f}" if acc is not None else "", f"grouped bal. acc {bal:.3f}" if bal is not None else ""]
@@ -77,10 +82,16 @@ class ModelZoo:
                 self._loaded[name] = load(self.entries[name].source)
             return self._loaded[name]
 
-    def compare(self, image: ImageSource | Decoded, method: str = "gradcam", opacity: float = 0.5) -> tuple[list[Explanation], float]:
-        """Every model's explanation of one image, and the ensemble's mean P(fractured)."""
+    @property
+    def held_out_names(self) -> list[str]:
+        """Models trained on the grouped split (the others saw nearly every test image)."""
+        return [n for n, e in self.entries.items() if e.split_mode != "official"]
+
+    def compare(self, image: ImageSource | Decoded, method: str = "gradcam", opacity: float = 0.5,
+                names: list[str] | None = None) -> tuple[list[Explanation], float]:
+        """Each named model's (default: every model's) explanation of one image, and their mean P(fractured)."""
         out = []
-        for name in self.names:
+        for name in self.names if names is None else names:
             clf = self.get(name)
             out.append(clf.explain(image, supported_method(clf, method), opacity))
         mean = float(np.mean([e.prediction.probability for e in out])) if out else float("nan")

@@ -25,7 +25,9 @@ def tiny_model(dataset, tmp_path_factory):
 @pytest.fixture(scope="module")
 def zoo(tiny_model):
     cfg = fd.load(tiny_model).config
-    return ModelZoo([ZooEntry(str(tiny_model), "tiny", cfg), ZooEntry(str(tiny_model), "tiny-copy", cfg)])
+    as_if = lambda mode: {**cfg, "data": {**cfg["data"], "split_mode": mode}}  # noqa: E731
+    return ModelZoo([ZooEntry(str(tiny_model), "tiny", as_if("grouped")),
+                     ZooEntry(str(tiny_model), "tiny-copy", as_if("official"))])  # as the *_official twins
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +56,16 @@ def test_defaults_when_only_image_given(app, xray):
 def test_compare_every_model(app, xray):
     rows, gallery, ensemble = app.compare(xray, "gradcam")
     assert [r[0] for r in rows] == ["tiny", "tiny-copy"] and len(gallery) == 2
-    assert ensemble["fractured"] == pytest.approx(np.mean([r[1] for r in rows]), abs=1e-3)
+    assert [r[1] for r in rows] == ["grouped split", "official split"]
+    assert ensemble["fractured"] == pytest.approx(np.mean([r[2] for r in rows]), abs=1e-3)
+
+
+def test_compare_ticked_models_only(app, xray):
+    assert app.zoo.held_out_names == ["tiny"]  # the UI's default: the official-split twin is left out
+    rows, gallery, ensemble = app.compare(xray, "gradcam", ["tiny-copy"])
+    assert [r[0] for r in rows] == ["tiny-copy"] and len(gallery) == 1
+    with pytest.raises(gr.Error, match="Tick at least one model"):
+        app.compare(xray, "gradcam", [])
 
 
 def _write(tmp_path, name, data: bytes):
@@ -169,6 +180,8 @@ def test_launched_app_via_gradio_client(zoo, xray):
         confidences = {c["label"]: c["confidence"] for c in probs["confidences"]}
         assert confidences["fractured"] == pytest.approx(zoo.get(zoo.default).predict(xray).probability, abs=1e-4)
         table, gallery, ensemble = client.predict(handle_file(xray), api_name="/compare")
-        assert len(table["data"]) == 2 and len(gallery) == 2
+        assert [r[0] for r in table["data"]] == ["tiny"] and len(gallery) == 1  # the grouped-split models by default
+        table, *_ = client.predict(handle_file(xray), "gradcam", ["tiny", "tiny-copy"], api_name="/compare")
+        assert len(table["data"]) == 2
     finally:
         demo.close()
