@@ -34,17 +34,22 @@ case $stage in
   official)  # as the published numbers were made: the official split (whose test split leaks), the study's flips only.
     # Each family continues from its grouped-split model in OUT (INIT_DIR to change), on 2 CPU cores; MobileNetV3
     # and RegNet start from ImageNet as their grouped twins did. Epochs sized so each fits its minutes.
-    official() {  # official NAME MINUTES EPOCHS LR [more args]
-      python -m train --data-dir "$data" --output-dir "$out/$1_official" --model "$1" --split-mode official --half \
+    official() {  # official MODEL FOLDER MINUTES EPOCHS LR [more args]
+      python -m train --data-dir "$data" --output-dir "$out/$2" --model "$1" --split-mode official --half \
         --seed 0 --bootstrap ${BOOTSTRAP:-1000} --augment flip --batch-size 32 --warmup-epochs 0.1 --patience 10 \
-        --time-budget $2 --epochs $3 --lr $4 "${@:5}" || echo "FAILED: $1" >&2
-      ${ON_DONE:-true} $1_official
+        --time-budget $3 --epochs $4 --lr $5 "${@:6}" || echo "FAILED: $2" >&2
+      ${ON_DONE:-true} $2
     }
-    official mobilenetv3 5 3 5e-4 --pretrained local
-    official regnet 5 3 5e-4 --pretrained local
-    for m in wide_resnet:8:4:5e-4 vit:12:3:1e-4 swin:12:3:1e-4 vgg19:14:2:3e-4 custom_cnn:12:1:3e-4; do
+    official mobilenetv3 mobilenetv3_official 5 3 5e-4 --pretrained local
+    official regnet regnet_official 5 3 5e-4 --pretrained local
+    for m in wide_resnet:8:4:5e-4 vgg19:14:2:3e-4 custom_cnn:12:1:3e-4; do
       IFS=: read -r name minutes epochs lr <<< "$m"
-      official $name $minutes $epochs $lr --init-from "${INIT_DIR:-$out}/$name"
+      official $name ${name}_official $minutes $epochs $lr --init-from "${INIT_DIR:-$out}/$name"
+    done
+    # ViT and Swin: 3 epochs from their grouped models, then 3 more distilled from the RegNet twin (DeiT-style)
+    for m in vit swin; do
+      official $m ${m}_official_warm 12 3 1e-4 --init-from "${INIT_DIR:-$out}/$m"
+      official $m ${m}_official 12 3 1e-4 --init-from "$out/${m}_official_warm" --teacher "$out/regnet_official"
     done ;;
   *) echo "usage: $0 cpu|gpu|transformers|official DATA OUT" >&2; exit 2 ;;
 esac

@@ -19,6 +19,7 @@ pytestmark = pytest.mark.skipif(REFS is None, reason="no bundled models")
 def test_every_study_family_is_bundled_within_size_limits():
     folders = {p.parent.name: p.parent for p in MODELS.glob("*/config.json")}
     assert STUDY_FAMILIES <= set(folders)
+    assert {f"{f}_official" for f in STUDY_FAMILIES} <= set(folders), "each family's official-split twin"
     sizes = {n: (f / "model.safetensors").stat().st_size for n, f in folders.items()}
     assert max(sizes.values()) <= 50 * 2**20 and sum(sizes.values()) <= 150 * 2**20
     for f in folders.values():

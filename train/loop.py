@@ -92,7 +92,7 @@ def _init_from(clf: FractureClassifier, folder: str) -> str:
     clf.model.load_state_dict(src.model.state_dict())
     data = src.config.get("data", {})
     return (f"{Path(folder).name} (this zoo's {src.arch}, trained on the {data.get('split_mode')} split, "
-            f"data {data.get('fingerprint')}, commit {src.config.get('code_commit')})")
+            f"data {data.get('fingerprint')}, commit {src.config.get('code_commit') or 'not recorded'})")
 
 
 def precise_batch_stats(model: torch.nn.Module, images: torch.Tensor, mean: list[float], std: list[float],
