@@ -242,10 +242,12 @@ def markdown_table(rows: dict, meta: dict) -> str:
             "grouped acc. | grouped bal. acc. | grouped ROC AUC | grouped ECE | params | MB | CPU ms/img |\n"
             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
     lines = []
-    # grouped-split models first, best grouped balanced accuracy on top; then the official-split twins
-    order = sorted(rows.items(), key=lambda kv: (kv[1]["grouped"] is None, -(kv[1]["grouped"] or kv[1]["official"])[
-        "balanced_accuracy" if kv[1]["grouped"] else "accuracy"]))
-    for name, r in order:
+    def rank(item: tuple[str, dict]) -> tuple[int, float]:
+        """Grouped-split models first, best grouped balanced accuracy on top; then the official-split twins."""
+        r = item[1]
+        return (0, -r["grouped"]["balanced_accuracy"]) if r["grouped"] else (1, -r["official"]["accuracy"])
+
+    for name, r in sorted(rows.items(), key=rank):
         o, g = r["official"], r["grouped"]
         study = STUDY_ACCURACY.get(r["architecture"], "-")
         if g:
