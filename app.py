@@ -74,9 +74,12 @@ class FractureApp:
         decoded = self._decode(image)
         if not self.zoo.names:
             raise gr.Error("No trained models are available.")
-        names = self.zoo.names if models is None else [m for m in models if m in self.zoo.entries]
+        names = self.zoo.names if models is None else list(models)
         if not names:
             raise gr.Error("Tick at least one model to compare.")
+        unknown = [m for m in names if m not in self.zoo.entries]
+        if unknown:
+            raise gr.Error(f"Unknown model(s): {', '.join(unknown)}. Available: {', '.join(self.zoo.names)}.")
         explanations, mean = self.zoo.compare(decoded, method, opacity, names)
         rows, gallery = [], []
         for name, e in zip(names, explanations):

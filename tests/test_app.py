@@ -66,6 +66,8 @@ def test_compare_ticked_models_only(app, xray):
     assert [r[0] for r in rows] == ["tiny-copy"] and len(gallery) == 1
     with pytest.raises(gr.Error, match="Tick at least one model"):
         app.compare(xray, "gradcam", [])
+    with pytest.raises(gr.Error, match="Unknown model.*tiny-typo.*Available: tiny, tiny-copy"):
+        app.compare(xray, "gradcam", ["tiny", "tiny-typo"])  # an API caller's typo is named, not dropped
 
 
 def _write(tmp_path, name, data: bytes):
