@@ -148,6 +148,27 @@ def test_audit_and_grouped_split(dataset, tmp_path, capsys):
     assert m["grouped test"]["seen_in_training"] == 0
 
 
+def test_balanced_weights_count_each_radiograph_once():
+    from train.audit import balanced_weights, radiograph_key
+    from train.data import Sample
+    names = [("fractured", n) for n in ["12.jpg", "12-rotated1.jpg", "12-rotated2 (1).jpg", "012 - Copy.jpg", "7.jpg"]]
+    names += [("not fractured", n) for n in ["a.png", "a (2).png", "12.jpg"]]
+    samples = [Sample(Path(n), f"train/{lab}/{n}", int(lab == "fractured"), "train") for lab, n in names]
+    assert len({radiograph_key(s) for s in samples[:4]}) == 1  # copies, rotations, zero-padded names
+    assert radiograph_key(samples[0]) != radiograph_key(samples[-1])  # same name, other label
+    w = balanced_weights(samples)
+    assert w.sum() == pytest.approx(1.0)
+    assert w[:5].sum() == pytest.approx(0.5) and w[:4].sum() == pytest.approx(w[4])  # 4 copies weigh as 1
+    assert w[5:7].sum() == pytest.approx(w[7]) == pytest.approx(0.25)
+
+
+def test_balanced_sampling_trains_and_is_recorded(dataset, tmp_path):
+    run_train(dataset, tmp_path / "b", "--epochs", "1", "--balance", "radiograph")
+    cfg = json.loads((tmp_path / "b" / "config.json").read_text())
+    assert cfg["training"]["balance"] == "radiograph"
+    assert "radiograph-balanced sampling" in (tmp_path / "b" / "README.md").read_text()
+
+
 def _shapes(rng):
     """A structured synthetic image (ImageNet features tell these apart, unlike noise)."""
     from PIL import Image, ImageDraw

@@ -36,6 +36,8 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     ap.add_argument("--warmup-epochs", type=float, default=d["warmup_epochs"])
     ap.add_argument("--augment", default=d["augment"], choices=["strong", "flip"],
                     help="flip: the study's flips only; strong: + any-angle rotation, zoom, contrast")
+    ap.add_argument("--balance", default=d["balance"], choices=["none", "radiograph"],
+                    help="radiograph: sample each radiograph equally however many copies it has (and labels half and half)")
     ap.add_argument("--amp", default=d["amp"], choices=["auto", "bf16", "none"],
                     help="auto (= bf16): bf16 autocast on GPUs and CPUs; none: fp32")
     ap.add_argument("--teacher", default=None, help="model folder to distil from (DeiT-style, soft targets)")

@@ -64,6 +64,24 @@ def stem(name: str) -> str:
     return _COPY.sub("", Path(name).stem).strip()
 
 
+def radiograph_key(s: Sample) -> tuple[int, str]:
+    """Which radiograph a file copies, by its name alone: ``12-rotated2.jpg``, ``12 (1).jpg`` and
+    ``12.jpg`` of one label share a key. Coarser relations (one patient's views) are the groups'."""
+    name = Path(s.rel).name
+    m = _FAMILY.match(name) or _PLAIN.match(stem(name))
+    return (s.label, (m.group(1).lstrip("0") or "0") if m else stem(name).lower())
+
+
+def balanced_weights(samples: list[Sample]) -> np.ndarray:
+    """Sampling weights under which every radiograph counts once however many copies it has, and
+    both labels weigh half: the grouped training side is ~300 radiographs, a few in 150-220 copies."""
+    keys = [radiograph_key(s) for s in samples]
+    copies = Counter(keys)
+    per_label = Counter(k[0] for k in copies)  # distinct radiographs per label
+    w = np.array([1.0 / (copies[k] * per_label[k[0]] * len(per_label)) for k in keys])
+    return w / w.sum()
+
+
 def name_edges(samples: list[Sample]) -> list[tuple[int, int, str]]:
     """Edges from the file-name rules (family, copy-name, run, figure)."""
     edges = []

@@ -22,6 +22,7 @@ from fracture_demo import FractureClassifier, get_spec, load
 from fracture_demo.imaging import normalize
 from fracture_demo.registry import count_parameters, resolve_pretrained
 
+from .audit import balanced_weights
 from .augment import augment
 from .data import ImageCache, default_split_file, fingerprint, groups_of, scan, split_samples
 from .evaluate import choose_threshold, evaluate_set, fit_temperature, headline, predict_logits
@@ -48,6 +49,7 @@ class TrainConfig:
     patience: int = 5
     warmup_epochs: float = 1.0
     augment: str = "strong"
+    balance: str = "none"  # none: every file once per epoch; radiograph: copies of one radiograph share its weight
     amp: str = "auto"
     teacher: str | None = None
     distill_alpha: float = 0.5
@@ -195,6 +197,11 @@ def train(cfg: TrainConfig) -> dict:
     y_all = torch.from_numpy(train_set.labels)
     pos = float(y_all.sum())
     pos_weight = torch.tensor([(len(y_all) - pos) / max(pos, 1.0)], device=dev)
+    weights = None
+    if cfg.balance == "radiograph":  # labels are drawn half and half already
+        weights, pos_weight = torch.from_numpy(balanced_weights(train_set.samples)), None
+    elif cfg.balance != "none":
+        raise ValueError(f"balance must be none or radiograph, not {cfg.balance!r}")
     images = torch.from_numpy(train_set.images)
     if dev.type == "cuda":
         images, y_all = images.to(dev), y_all.to(dev)
@@ -211,7 +218,10 @@ def train(cfg: TrainConfig) -> dict:
             break
         torch.manual_seed(cfg.seed * 1000 + epoch)  # dropout etc.: same stream after a resume
         gen = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
-        order = torch.randperm(len(images), generator=gen)[: per_rank * world][rank::world]
+        if weights is None:
+            order = torch.randperm(len(images), generator=gen)[: per_rank * world][rank::world]
+        else:
+            order = torch.multinomial(weights, per_rank * world, replacement=True, generator=gen)[rank::world]
         ddp.train()
         t_epoch, seen, loss_sum = time.time(), 0, 0.0
         bar = range(steps_per_epoch)

@@ -138,7 +138,7 @@ Plots: `training_curves.png`, `confusion_matrix.png`, `roc.png`. All numbers: `m
 {cmd}
 ```
 Seed {tr.get('seed')}, {len(metrics.get('history', []))} epochs run{f" (stopped: {metrics['stop_reason']})" if metrics.get('stop_reason') else ''}.
-Augmentation `{tr.get('augment')}`; AdamW, cosine schedule, class-balanced BCE{'; distilled from ' + str(tr.get('teacher')) if tr.get('teacher') else ''}.
+Augmentation `{tr.get('augment')}`; AdamW, cosine schedule, {'radiograph-balanced sampling (each radiograph once however many copies, labels half and half), BCE' if tr.get('balance') == 'radiograph' else 'class-balanced BCE'}{'; distilled from ' + str(tr.get('teacher')) if tr.get('teacher') else ''}.
 
 ## Data
 
