@@ -11,8 +11,8 @@ set -uo pipefail
 stage=$1 data=$2 out=$3
 split=(--split-mode grouped --split-file "${SPLIT_FILE:-$data/grouped_split.csv}" --half --seed 0 --bootstrap ${BOOTSTRAP:-1000})
 teacher=${TEACHER:-efficientnet_lite0}
-run() {  # a failed model is reported and the next one still trains
-  python -m train --data-dir "$data" --output-dir "$out/$1" --model "$1" "${split[@]}" "${@:2}" || echo "FAILED: $1" >&2
+run() {  # run MODEL [args]; FOLDER names the output folder (default MODEL). A failed model is reported, the next still trains
+  python -m train --data-dir "$data" --output-dir "$out/${FOLDER:-$1}" --model "$1" "${split[@]}" "${@:2}" || echo "FAILED: ${FOLDER:-$1}" >&2
 }
 transformers() {  # from scratch: low lr and a real warm-up (at 1e-3 with none they collapse to a constant)
   for m in vit swin; do
@@ -62,8 +62,8 @@ case $stage in
   balance)  # README "Reading the table honestly": EfficientNet-Lite0 on 2 CPU cores, with and without
     # radiograph-balanced sampling (not bundled: neither beats the bundled GPU model on grouped test)
     for b in radiograph none; do
-      run efficientnet_lite0 --pretrained local --epochs 8 --batch-size 32 --lr 5e-4 --warmup-epochs 0.5 --patience 8 \
-        --time-budget 12 --balance $b --output-dir "$out/efficientnet_lite0_balance_$b"
+      FOLDER=efficientnet_lite0_balance_$b run efficientnet_lite0 --pretrained local --epochs 8 --batch-size 32 --lr 5e-4 \
+        --warmup-epochs 0.5 --patience 8 --time-budget 12 --balance $b
     done ;;
   *) echo "usage: $0 cpu|gpu|transformers|official|balance DATA OUT" >&2; exit 2 ;;
 esac

@@ -59,6 +59,11 @@ class UnionFind:
         return True
 
 
+def _number(m: re.Match) -> str:
+    """A family number without leading zeros: ``012`` and ``12`` name one radiograph."""
+    return m.group(1).lstrip("0") or "0"
+
+
 def stem(name: str) -> str:
     """File name without extension and copy suffixes: ``15 (1).jpg`` -> ``15``."""
     return _COPY.sub("", Path(name).stem).strip()
@@ -69,7 +74,7 @@ def radiograph_key(s: Sample) -> tuple[int, str]:
     ``12.jpg`` of one label share a key. Coarser relations (one patient's views) are the groups'."""
     name = Path(s.rel).name
     m = _FAMILY.match(name) or _PLAIN.match(stem(name))
-    return (s.label, (m.group(1).lstrip("0") or "0") if m else stem(name).lower())
+    return (s.label, _number(m) if m else stem(name).lower())
 
 
 def balanced_weights(samples: list[Sample]) -> np.ndarray:
@@ -90,7 +95,7 @@ def name_edges(samples: list[Sample]) -> list[tuple[int, int, str]]:
     for i, s in enumerate(samples):
         m = _FAMILY.match(Path(s.rel).name)
         if m:
-            families.add((s.label, m.group(1).lstrip("0") or "0"))
+            families.add((s.label, _number(m)))
     max_family = max((int(n) for _, n in families), default=-1)
     ids: dict[tuple, list[tuple[int, int]]] = defaultdict(list)
     for i, s in enumerate(samples):
@@ -99,9 +104,9 @@ def name_edges(samples: list[Sample]) -> list[tuple[int, int, str]]:
         m = _FAMILY.match(name)
         plain = _PLAIN.match(st)
         if m:
-            by_key[("family", s.label, m.group(1).lstrip("0") or "0")].append(i)
-        elif plain and (s.label, plain.group(1).lstrip("0") or "0") in families and Path(name).suffix.lower() in (".jpg", ".jpeg"):
-            by_key[("family", s.label, plain.group(1).lstrip("0") or "0")].append(i)
+            by_key[("family", s.label, _number(m))].append(i)
+        elif plain and (s.label, _number(plain)) in families and Path(name).suffix.lower() in (".jpg", ".jpeg"):
+            by_key[("family", s.label, _number(plain))].append(i)
         by_key[("copy-name", s.label, st.lower(), Path(name).suffix.lower())].append(i)
         fig = _FIG.search(st)
         if fig:

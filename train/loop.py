@@ -141,6 +141,8 @@ def _log(rank: int, msg: str) -> None:
 
 def train(cfg: TrainConfig) -> dict:
     """Train ``cfg.model``; returns the final metrics (or the state of an interrupted run)."""
+    if cfg.balance not in ("none", "radiograph"):  # before minutes of decoding, not after
+        raise ValueError(f"balance must be none or radiograph, not {cfg.balance!r}")
     rank, world, dev = _setup_distributed(cfg.device)
     out = Path(cfg.output_dir)
     split_file = cfg.split_file or (str(default_split_file(cfg.data_dir)) if cfg.split_mode == "grouped" else None)
@@ -200,8 +202,6 @@ def train(cfg: TrainConfig) -> dict:
     weights = None
     if cfg.balance == "radiograph":  # labels are drawn half and half already
         weights, pos_weight = torch.from_numpy(balanced_weights(train_set.samples)), None
-    elif cfg.balance != "none":
-        raise ValueError(f"balance must be none or radiograph, not {cfg.balance!r}")
     images = torch.from_numpy(train_set.images)
     if dev.type == "cuda":
         images, y_all = images.to(dev), y_all.to(dev)

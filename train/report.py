@@ -103,6 +103,8 @@ def write_model_card(out: Path, config: dict, metrics: dict) -> None:
         f"--{k.replace('_', '-')} {v}" for k, v in tr.items()
         if v is not None and not isinstance(v, bool) and k not in ("bootstrap", "workers", "time_limit")
     ) + "".join(f" --{k}" for k, v in tr.items() if v is True)
+    loss = ("radiograph-balanced sampling (each radiograph once however many copies, labels half and half), BCE"
+            if tr.get("balance") == "radiograph" else "class-balanced BCE")
     card = f"""---
 license: odc-by
 library_name: pytorch
@@ -138,7 +140,7 @@ Plots: `training_curves.png`, `confusion_matrix.png`, `roc.png`. All numbers: `m
 {cmd}
 ```
 Seed {tr.get('seed')}, {len(metrics.get('history', []))} epochs run{f" (stopped: {metrics['stop_reason']})" if metrics.get('stop_reason') else ''}.
-Augmentation `{tr.get('augment')}`; AdamW, cosine schedule, {'radiograph-balanced sampling (each radiograph once however many copies, labels half and half), BCE' if tr.get('balance') == 'radiograph' else 'class-balanced BCE'}{'; distilled from ' + str(tr.get('teacher')) if tr.get('teacher') else ''}.
+Augmentation `{tr.get('augment')}`; AdamW, cosine schedule, {loss}{'; distilled from ' + str(tr.get('teacher')) if tr.get('teacher') else ''}.
 
 ## Data
 
