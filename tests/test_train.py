@@ -263,3 +263,20 @@ def test_torchrun_two_cpu_processes(dataset, tmp_path):
     hist = json.loads((tmp_path / "ddp" / "metrics.json").read_text())["history"]
     assert len(hist) == 1 and hist[0]["images_per_s"] > 0
     assert fd.load(tmp_path / "ddp").predict(dataset / "test" / "fractured" / "0.jpg").probability >= 0
+
+
+def test_linear_probe_reports_val_chosen_fit_with_group_intervals(dataset, tmp_path, capsys):
+    from train.probe import main as probe_main
+    out = tmp_path / "probe.json"
+    assert probe_main(["--data-dir", str(dataset), "--split-mode", "official", "--models", "regnet,mobilenetv3",
+                       "--pretrained", "none", "--image-size", "96", "--bootstrap", "50", "--workers", "1",
+                       "--out", str(out)]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report == json.loads(out.read_text())
+    assert report["C"] == max(report["sweep"], key=lambda r: r["val_roc_auc"])["C"]  # strength chosen on val
+    assert report["test"]["n"] == 16 and report["test"]["n_groups"] == 16
+    lo, hi = report["test"]["ci95"]["roc_auc"]
+    assert lo <= report["test"]["roc_auc"] <= hi
+    assert report["test"]["roc_auc"] > 0.8, "even random conv features find the bright mark"
+    assert probe_main(["--data-dir", str(dataset), "--split-mode", "official", "--models", "no_such_net"]) == 2
+    assert "no_such_net" in capsys.readouterr().err

@@ -125,8 +125,10 @@ def name_edges(samples: list[Sample]) -> list[tuple[int, int, str]]:
 
 
 @torch.no_grad()
-def view_features(images: np.ndarray, model_name: str, pretrained: str, batch: int = 64) -> tuple[np.ndarray, np.ndarray]:
-    """Centred, L2-normalised features of each image (N x D) and its 16 rotated/flipped views (N x 16 x D)."""
+def view_features(images: np.ndarray, model_name: str, pretrained: str, batch: int = 64,
+                  angles: tuple[int, ...] = tuple(range(0, 360, 45)), centre: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """L2-normalised features of each image (N x D) and of its rotated/flipped views (N x 2*len(angles) x D),
+    centred on the images' mean feature unless ``centre`` is False."""
     import torchvision.transforms.v2.functional as TF
 
     cfg = data_config(model_name, pretrained)
@@ -138,16 +140,16 @@ def view_features(images: np.ndarray, model_name: str, pretrained: str, batch: i
         views = []
         for flip in (False, True):
             xf = x.flip(-1) if flip else x
-            for angle in range(0, 360, 45):
+            for angle in angles:
                 views.append(TF.rotate(xf, angle, interpolation=TF.InterpolationMode.BILINEAR))
-        v = torch.stack(views, 1).flatten(0, 1)  # (b*16) x 1 x S x S
+        v = torch.stack(views, 1).flatten(0, 1)  # (b*views) x 1 x S x S
         with torch.autocast("cpu", dtype=torch.bfloat16):  # 4x faster on these CPUs; ranks barely move
             f = model(normalize(v, cfg["mean"], cfg["std"]).contiguous(memory_format=torch.channels_last))
-        feats.append(torch.nn.functional.normalize(f.float(), dim=1).view(len(x), 16, -1))
+        feats.append(torch.nn.functional.normalize(f.float(), dim=1).view(len(x), len(views), -1))
     allf = torch.cat(feats)
-    # centre on the data set's mean feature: every radiograph looks alike to ImageNet features,
-    # and the shared component otherwise dominates the cosine
-    allf = torch.nn.functional.normalize(allf - allf.flatten(0, 1).mean(0), dim=-1).numpy()
+    if centre:  # every radiograph looks alike to ImageNet features; the shared component otherwise dominates the cosine
+        allf = torch.nn.functional.normalize(allf - allf.flatten(0, 1).mean(0), dim=-1)
+    allf = allf.numpy()
     return allf[:, 0], allf
 
 

@@ -1,0 +1,113 @@
+"""Frozen-feature linear probe: ``python -m train.probe --data-dir D [--models a,b] [--image-size S]``.
+
+How much fracture signal do ImageNet features carry on a split, with no fine-tuning at all? Each
+file's features (mean over 8 flipped / quarter-turned views) from one or more backbones are
+concatenated; a logistic regression is fitted on the train part, its strength, temperature and
+threshold chosen on val, and test is scored with ``train.evaluate``'s metrics and group bootstrap.
+Minutes on a CPU: a ceiling check before spending hours fine-tuning, and a baseline every
+fine-tuned model should beat. Writes nothing but its JSON report (stdout, or ``--out``).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import roc_auc_score
+
+from fracture_demo.registry import get_spec
+
+from .audit import view_features
+from .data import ImageCache, ImageSet, default_split_file, fingerprint, groups_of, scan, split_samples
+from .evaluate import bootstrap_ci, choose_threshold, compute_metrics, fit_temperature, headline
+
+BACKBONES = ("efficientnet_lite0", "mobilenetv2", "mobilenetv3", "regnet")  # those with offline ImageNet weights
+STRENGTHS = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2)  # inverse L2 strength C, picked on val
+
+
+def features(sets: dict[str, ImageSet], model: str, pretrained: str) -> dict[str, np.ndarray]:
+    """Per split, N x D mean-over-views features; each distinct file (by content hash) is run once."""
+    first: dict[str, int] = {}
+    images = []
+    for s in sets.values():
+        for h, im in zip(s.hashes, s.images):
+            if h not in first:
+                first[h] = len(images)
+                images.append(im)
+    _, views = view_features(np.stack(images), model, pretrained, angles=(0, 90, 180, 270), centre=False)
+    mean = views.mean(1)
+    return {k: mean[[first[h] for h in s.hashes]] for k, s in sets.items()}
+
+
+def fit(x: dict[str, np.ndarray], y: dict[str, np.ndarray], strengths: tuple[float, ...] = STRENGTHS) -> dict:
+    """Logistic regression on train (classes weighted equally), C by val ROC AUC; returns test probabilities."""
+    mu, sd = x["train"].mean(0), x["train"].std(0) + 1e-6
+    z = {k: (v - mu) / sd for k, v in x.items()}
+    sweep, best = [], None
+    for c in strengths:
+        lr = LogisticRegression(C=c, class_weight="balanced", max_iter=5000).fit(z["train"], y["train"])
+        auc = float(roc_auc_score(y["val"], lr.decision_function(z["val"])))
+        sweep.append({"C": c, "val_roc_auc": auc})
+        if best is None or auc > best[0]:
+            best = (auc, c, lr)
+    _, c, lr = best
+    t = fit_temperature(lr.decision_function(z["val"]), y["val"])
+    prob = {k: 1 / (1 + np.exp(-lr.decision_function(v) / t)) for k, v in z.items()}
+    return {"C": c, "temperature": t, "threshold": choose_threshold(y["val"], prob["val"]), "sweep": sweep, "prob": prob}
+
+
+def probe(data_dir: str, models: list[str], split_mode: str = "grouped", split_file: str | None = None,
+          image_size: int = 224, pretrained: str = "local", bootstrap: int = 1000, workers: int | None = None) -> dict:
+    for m in models:
+        get_spec(m)  # an unknown name fails before minutes of decoding
+    split_file = split_file or str(default_split_file(data_dir))
+    parts = split_samples(scan(data_dir), split_mode, split_file)
+    cache = ImageCache(image_size, workers)
+    sets = {k: cache.load(v) for k, v in parts.items()}
+    per_model = [features(sets, m, pretrained) for m in models]
+    x = {k: np.concatenate([f[k] for f in per_model], 1) for k in sets}
+    y = {k: s.labels for k, s in sets.items()}
+    res = fit(x, y)
+    out = {"models": models, "image_size": image_size, "split_mode": split_mode, "C": res["C"],
+           "temperature": res["temperature"], "threshold": res["threshold"], "sweep": res["sweep"],
+           "data_fingerprint": {k: fingerprint(s.samples) for k, s in sets.items()}}
+    for k in ("val", "test"):
+        m = compute_metrics(y[k], res["prob"][k], res["threshold"])
+        out[k] = headline(m) | {"n": m["n"]}
+    groups = groups_of(sets["test"].samples, split_file) if split_mode == "grouped" else [s.rel for s in sets["test"].samples]
+    if bootstrap:
+        out["test"]["ci95"] = bootstrap_ci(y["test"], res["prob"]["test"], groups, res["threshold"], bootstrap)
+        out["test"]["n_groups"] = len(set(groups))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m train.probe", description=__doc__.split("\n")[0])
+    ap.add_argument("--data-dir", required=True, help="folder in Kaggle's layout")
+    ap.add_argument("--models", default=",".join(BACKBONES), help="comma-separated registry names (features concatenated)")
+    ap.add_argument("--split-mode", default="grouped", choices=["official", "grouped"])
+    ap.add_argument("--split-file", default=None, help="grouped split CSV (default: DATA_DIR/grouped_split.csv)")
+    ap.add_argument("--image-size", type=int, default=224)
+    ap.add_argument("--pretrained", default="local", help="hub | none | local | PATH, as for python -m train")
+    ap.add_argument("--bootstrap", type=int, default=1000)
+    ap.add_argument("--workers", type=int, default=None)
+    ap.add_argument("--out", default=None, help="write the JSON report here as well")
+    args = ap.parse_args(argv)
+    try:
+        report = probe(args.data_dir, args.models.split(","), args.split_mode, args.split_file, args.image_size,
+                       args.pretrained, args.bootstrap, args.workers)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    text = json.dumps(report, indent=1)
+    if args.out:
+        Path(args.out).write_text(text + "\n")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
