@@ -51,14 +51,15 @@ case $stage in
     official custom_cnn custom_cnn_official_warm 12 1 3e-4 --init-from "${INIT_DIR:-$out}/custom_cnn"
     official custom_cnn custom_cnn_official 24 2 2e-4 --init-from "$out/custom_cnn_official_warm"
     # ViT and Swin: 3 epochs from their grouped models, then distilled from the RegNet twin (DeiT-style):
-    # Swin 3 epochs; ViT, still improving, 3 + 5 + 3 (the last folder is the bundled one)
+    # Swin 3 epochs; ViT, its validation loss still falling, 3 + 5 + 3 + 5 (the last folder is the bundled one)
     distil=(--teacher "$out/regnet_official")
     official swin swin_official_warm 12 3 1e-4 --init-from "${INIT_DIR:-$out}/swin"
     official swin swin_official 12 3 1e-4 --init-from "$out/swin_official_warm" "${distil[@]}"
     official vit vit_official_warm 12 3 1e-4 --init-from "${INIT_DIR:-$out}/vit"
     official vit vit_official_distil1 12 3 1e-4 --init-from "$out/vit_official_warm" "${distil[@]}"
     official vit vit_official_distil2 20 5 2e-4 --init-from "$out/vit_official_distil1" "${distil[@]}" --warmup-epochs 0.2
-    official vit vit_official 12 3 1e-4 --init-from "$out/vit_official_distil2" "${distil[@]}" ;;
+    official vit vit_official_distil3 12 3 1e-4 --init-from "$out/vit_official_distil2" "${distil[@]}"
+    official vit vit_official 20 5 1e-4 --init-from "$out/vit_official_distil3" "${distil[@]}" ;;
   balance)  # README "Reading the table honestly": EfficientNet-Lite0 on 2 CPU cores, with and without
     # radiograph-balanced sampling (not bundled: neither beats the bundled GPU model on grouped test)
     for b in radiograph none; do
