@@ -25,7 +25,7 @@ from .data import ImageCache, ImageSet, default_split_file, fingerprint, groups_
 from .evaluate import bootstrap_ci, choose_threshold, compute_metrics, fit_temperature, headline
 
 BACKBONES = ("efficientnet_lite0", "mobilenetv2", "mobilenetv3", "regnet")  # those with offline ImageNet weights
-STRENGTHS = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2)  # inverse L2 strength C, picked on val
+STRENGTHS = (1e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1, 1.0)  # inverse L2 strength C, picked on val
 
 
 def features(sets: dict[str, ImageSet], model: str, pretrained: str) -> dict[str, np.ndarray]:
@@ -43,7 +43,7 @@ def features(sets: dict[str, ImageSet], model: str, pretrained: str) -> dict[str
 
 
 def fit(x: dict[str, np.ndarray], y: dict[str, np.ndarray], strengths: tuple[float, ...] = STRENGTHS) -> dict:
-    """Logistic regression on train (classes weighted equally), C by val ROC AUC; returns test probabilities."""
+    """Logistic regression on train (classes weighted equally), C by val ROC AUC; probabilities of every split."""
     mu, sd = x["train"].mean(0), x["train"].std(0) + 1e-6
     z = {k: (v - mu) / sd for k, v in x.items()}
     sweep, best = [], None
