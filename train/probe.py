@@ -77,7 +77,7 @@ def probe(data_dir: str, models: list[str], split_mode: str = "grouped", split_f
     for k in ("val", "test"):
         m = compute_metrics(y[k], res["prob"][k], res["threshold"])
         out[k] = headline(m) | {"n": m["n"]}
-    groups = groups_of(sets["test"].samples, split_file) if split_mode == "grouped" else [s.rel for s in sets["test"].samples]
+    groups = groups_of(sets["test"].samples, split_file if split_mode == "grouped" else None)  # else: one per file
     if bootstrap:
         out["test"]["ci95"] = bootstrap_ci(y["test"], res["prob"]["test"], groups, res["threshold"], bootstrap)
         out["test"]["n_groups"] = len(set(groups))
