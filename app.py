@@ -129,7 +129,9 @@ def build_app(zoo: ModelZoo) -> gr.Blocks:
                     camera = gr.Image(label="…or webcam / clipboard", type="filepath",
                                       sources=["webcam", "clipboard"], height=160)
                     model = gr.Dropdown(choices, value=default, label="Model", elem_id="model")
-                    method = gr.Dropdown(methods, value="gradcam", label="Explanation", elem_id="method")
+                    # choices follow the model; API callers may ask any method its model offers
+                    method = gr.Dropdown(methods, value="gradcam", label="Explanation", elem_id="method",
+                                         allow_custom_value=True)
                     opacity = gr.Slider(0, 1, value=0.5, step=0.05, label="Overlay opacity")
                     run = gr.Button("Predict", variant="primary", elem_id="predict")
                     if EXAMPLES:

@@ -1,9 +1,12 @@
-"""Concurrent load on a running app: N gradio_client requests at once, p50/p95 latency and errors.
+"""Concurrent load on a running app: N gradio_client requests at once, p50/p95 latency, throughput, errors.
 
-    python bench/load_test.py [--requests 50] [--port 7871]
+    python bench/load_test.py [--requests 50] [--image PATH ...] [--port 7871]
 
-Starts ``python app.py`` on 127.0.0.1 (loopback only), waits until it answers, fires the requests
-from N threads (one Client each), prints the numbers and stops the app.
+Starts ``python app.py`` on 127.0.0.1 (loopback only), waits until it answers, connects one Client
+per request (as a stranger's open browser tab would be), then fires all requests at once and
+times them. Images: ``--image`` (repeatable), else a mix of real radiographs from both data sets
+in ``../shared`` (RGB and greyscale JPEGs, a truncated file), else the bundled example.
+Each answer's P(fractured) is checked against the same image asked alone, one request at a time.
 """
 from __future__ import annotations
 
@@ -16,14 +19,22 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tests.real_images import real_radiographs  # noqa: E402
+
+
+def probability(result) -> float:
+    return next(c["confidence"] for c in result[0]["confidences"] if c["label"] == "fractured")
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--requests", type=int, default=50)
     ap.add_argument("--port", type=int, default=7871)
-    ap.add_argument("--image", default=str(ROOT / "assets/examples/fractured_hand.jpg"))
+    ap.add_argument("--image", action="append", default=None, help="repeatable; default: real radiographs")
     args = ap.parse_args()
+    images = args.image or [str(p) for p in real_radiographs()] or [str(ROOT / "assets/examples/fractured_hand.jpg")]
     from gradio_client import Client, handle_file
     url = f"http://127.0.0.1:{args.port}/"
     proc = subprocess.Popen([sys.executable, "app.py", "--port", str(args.port), "--host", "127.0.0.1"], cwd=ROOT,
@@ -32,18 +43,22 @@ def main() -> None:
         deadline = time.time() + 180
         while True:
             try:
-                Client(url, verbose=False)
+                first = Client(url, verbose=False)
                 break
             except Exception:
                 if time.time() > deadline or proc.poll() is not None:
                     raise SystemExit("the app did not start")
                 time.sleep(1)
+        alone = {img: probability(first.predict(handle_file(img), api_name="/predict")) for img in images}
+        with ThreadPoolExecutor(16) as pool:
+            clients = list(pool.map(lambda _: Client(url, verbose=False), range(args.requests)))
 
-        def one(_):
+        def one(i):
+            img = images[i % len(images)]
             t = time.perf_counter()
             try:
-                Client(url, verbose=False).predict(handle_file(args.image), api_name="/predict")
-                return time.perf_counter() - t, None
+                p = probability(clients[i].predict(handle_file(img), api_name="/predict"))
+                return time.perf_counter() - t, None if abs(p - alone[img]) < 1e-4 else f"{img}: {p} != {alone[img]} alone"
             except Exception as exc:
                 return time.perf_counter() - t, repr(exc)
 
@@ -51,11 +66,14 @@ def main() -> None:
         with ThreadPoolExecutor(args.requests) as pool:
             results = list(pool.map(one, range(args.requests)))
         wall = time.perf_counter() - t0
+        if proc.poll() is not None:
+            raise SystemExit(f"the app died under load (exit code {proc.returncode})")
         lat = sorted(r[0] for r in results)
         errors = [r[1] for r in results if r[1]]
         p95 = lat[min(len(lat) - 1, int(round(0.95 * (len(lat) - 1))))]
-        print(f"| {args.requests} concurrent /predict requests | p50 {statistics.median(lat) * 1000:.0f} ms | "
-              f"p95 {p95 * 1000:.0f} ms | errors {len(errors)} | wall {wall:.1f} s |")
+        print(f"{len(images)} distinct images; | load | p50 | p95 | requests/s | errors | wall |")
+        print(f"| {args.requests} concurrent /predict requests | {statistics.median(lat) * 1000:.0f} ms | "
+              f"{p95 * 1000:.0f} ms | {args.requests / wall:.1f} | {len(errors)} | {wall:.1f} s |")
         for e in errors[:5]:
             print("error:", e)
     finally:

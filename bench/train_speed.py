@@ -6,11 +6,14 @@ naive:    torchvision ImageFolder-style Dataset: PIL decode + resize + flips eve
           DataLoader with 2 workers, fp32.
 pipeline: what ``python -m train`` does: decode-once cache (train.data.ImageCache), batch augmentation
           on tensors, channels-last memory format for CNNs, bf16 autocast.
-Both include their decoding time; prints images/s for each and the ratio, from one run.
+Both include their decoding time; each runs in its own process, the naive one also once with
+fracture_demo's CPU tuning (fracture_demo/runtime.py) so that its share of the speed-up shows.
 """
 from __future__ import annotations
 
 import argparse
+import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -89,18 +92,29 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=512)
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--only", choices=["naive", "pipeline"], default=None, help="run one side (bench/cpu_time.py)")
     args = ap.parse_args()
     samples = [s for s in scan(args.data_dir) if s.split == "train"]
     samples = samples[:: max(1, len(samples) // args.images)][: args.images]
-    torch.manual_seed(0)
-    a = naive(samples, FractureClassifier.new(args.model), args.epochs, args.batch_size)
-    torch.manual_seed(0)
-    b = pipeline(samples, FractureClassifier.new(args.model), args.epochs, args.batch_size)
+    if args.only:
+        torch.manual_seed(0)
+        speed = {"naive": naive, "pipeline": pipeline}[args.only](samples, FractureClassifier.new(args.model),
+                                                                   args.epochs, args.batch_size)
+        print(f"{args.only} {speed:.2f} images/s")
+        return
+    speeds = {}
+    for side, tuning in (("naive", "0"), ("naive", "1"), ("pipeline", "1")):
+        # each side in a fresh process: a plain torchvision script runs without fracture_demo's CPU tuning
+        out = subprocess.run([sys.executable, __file__, *sys.argv[1:], "--only", side], check=True, text=True,
+                             capture_output=True, env={**os.environ, "FRACTURE_CPU_TUNING": tuning}).stdout
+        speeds[side, tuning] = float(out.split()[-2])
+    a, a_tuned, b = speeds["naive", "0"], speeds["naive", "1"], speeds["pipeline", "1"]
     print(f"model {args.model}, {len(samples)} images x {args.epochs} epochs, batch {args.batch_size}, "
           f"{torch.get_num_threads()} threads")
-    print(f"naive    {a:8.1f} images/s  (decode+resize every epoch, fp32)")
-    print(f"pipeline {b:8.1f} images/s  (decode once, batch augment, bf16)")
-    print(f"speed-up {b / a:.2f}x")
+    print(f"naive          {a:8.1f} images/s  (decode+resize every epoch, fp32, default allocator)")
+    print(f"naive + tuning {a_tuned:8.1f} images/s  (the same with fracture_demo's CPU tuning)")
+    print(f"pipeline       {b:8.1f} images/s  (decode once, batch augment, bf16, CPU tuning)")
+    print(f"speed-up {b / a:.2f}x over naive, {b / a_tuned:.2f}x over naive + tuning")
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@
     >>> clf.predict("xray.jpg").probability
     >>> clf.explain("xray.jpg", method="gradcam").overlay
 """
+from . import runtime  # noqa: F401  (first: allocator and thread settings must precede torch)
 from .classifier import LABELS, Explanation, FractureClassifier, Prediction, load
 from .imaging import Decoded, ImageError, decode_image
 from .registry import count_parameters, create_model, data_config, get_spec, list_models

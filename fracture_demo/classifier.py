@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -53,6 +54,9 @@ class FractureClassifier:
         self.model = model.eval()
         self.config = config
         self.arch = config["architecture"]
+        # An explanation hooks the shared module and runs backward through it: one call at a time per
+        # model, or concurrent requests read each other's activations (and, through .grad, corrupted the heap).
+        self._lock = threading.RLock()
 
     @classmethod
     def new(cls, arch: str, pretrained: str | None = None, image_size: int | None = None,
@@ -70,6 +74,7 @@ class FractureClassifier:
         model = create_model(config["architecture"], **config.get("model_kwargs", {}))
         state = {k: v.float() if v.is_floating_point() else v for k, v in load_file(folder / WEIGHTS_NAME).items()}
         model.load_state_dict(state)
+        model.requires_grad_(False)  # inference only: CAMs differentiate w.r.t. the input, never write .grad
         clf = cls(model, config)
         clf.source = str(folder_or_id)
         return clf
@@ -108,27 +113,39 @@ class FractureClassifier:
         """Calibrated P(fractured): sigmoid of the temperature-scaled logit."""
         return torch.sigmoid(logits.float() / float(self.config.get("temperature", 1.0)))
 
+    @property
+    def threshold(self) -> float:
+        """Decision threshold on the calibrated probability, chosen on validation data."""
+        return float(self.config.get("threshold", 0.5))
+
     def _prediction(self, p: float, notes: list[str]) -> Prediction:
-        thr = float(self.config.get("threshold", 0.5))
-        return Prediction(p, LABELS[int(p >= thr)], thr, list(notes))
+        return Prediction(p, LABELS[int(p >= self.threshold)], self.threshold, list(notes))
 
     @torch.no_grad()
     def predict(self, image: ImageSource | Decoded) -> Prediction:
         decoded = self.decode(image)
-        p = self.probability(self.model(self.preprocess(decoded))).item()
+        x = self.preprocess(decoded)
+        with self._lock:
+            p = self.probability(self.model(x)).item()
         return self._prediction(p, decoded.warnings)
 
     def explain(self, image: ImageSource | Decoded, method: str = "gradcam", opacity: float = 0.5,
                 target: str | None = None) -> Explanation:
-        """Prediction plus a heatmap of the evidence for ``target`` (default: the predicted class)."""
+        """Prediction plus a heatmap of the evidence for ``target`` (default: the predicted class).
+
+        One forward pass gives both: the map's target class is decided from that pass's own output.
+        """
         decoded = self.decode(image)
         x = self.preprocess(decoded)
-        pred = self.predict(decoded)
-        target = target or pred.label
-        heat = _explain.cam_map(self.model, self.arch, x, method, LABELS.index(target))
+        decide = ((lambda logit: int(self.probability(logit).item() >= self.threshold)) if target is None
+                  else (lambda _logit: LABELS.index(target)))
+        chosen = _explain.DecidedTarget(decide)
+        with self._lock:
+            heat, logits = _explain.cam_map(self.model, self.arch, x, method, chosen)
+        pred = self._prediction(self.probability(logits).item(), decoded.warnings)
         shown = display_image(decoded.image)
         heat = _explain.resize_map(heat, shown.size)
-        return Explanation(pred, method, target, heat, shown, _explain.overlay(shown, heat, opacity))
+        return Explanation(pred, method, LABELS[chosen.category], heat, shown, _explain.overlay(shown, heat, opacity))
 
 
 def load(folder_or_id: str | os.PathLike, revision: str | None = None) -> FractureClassifier:

@@ -6,7 +6,7 @@ target layer and reshape transform, and a binary target. Hooks live only inside 
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -31,19 +31,48 @@ METHOD_LABELS = {
 }
 
 
-def cam_map(model: nn.Module, arch: str, x: torch.Tensor, method: str, target_class: int) -> np.ndarray:
-    """A [0,1] heatmap at the input's resolution for one image ``x`` (1x3xHxW)."""
+class DecidedTarget:
+    """A binary target (pytorch-grad-cam style) whose class is decided from the first output it sees.
+
+    With ``decide`` = "the class the model predicts", one forward pass yields both the prediction and
+    the map of its evidence; a fixed class is ``DecidedTarget(lambda _: k)``.
+    """
+
+    def __init__(self, decide: Callable[[torch.Tensor], int]) -> None:
+        self.decide, self.category = decide, None
+
+    def __call__(self, output: torch.Tensor) -> torch.Tensor:
+        if self.category is None:
+            self.category = int(self.decide(output.detach()))
+        return output if self.category == 1 else -output
+
+
+def cam_map(model: nn.Module, arch: str, x: torch.Tensor, method: str,
+            target: DecidedTarget) -> tuple[np.ndarray, torch.Tensor]:
+    """A [0,1] heatmap at the input's resolution for one image ``x`` (1x3xHxW), and the model's logits for it.
+
+    Not thread-safe: hooks go on the shared module for the call (``FractureClassifier`` holds a lock).
+    """
     if method == "attention_rollout":
-        return attention_rollout(model, x)
+        with _attention_probs(model) as probs, torch.no_grad():
+            logits = model(x)
+        target(logits[0])
+        return _rollout(probs, model, x.shape[-2:]), logits
     if method not in get_spec(arch).explain_methods:
         raise ValueError(f"{method!r} is not available for {arch}; choose one of {list(get_spec(arch).explain_methods)}")
-    cls = CAM_CLASSES[method]
+    if method == "scorecam":  # its targets only ever see masked inputs: decide on the whole image first
+        with torch.no_grad():
+            target(model(x)[0])
     kwargs = {"reshape_transform": reshape_transform(arch, model)}
-    with torch.enable_grad(), cls(model=model, target_layers=[get_spec(arch).cam_layer(model)], **kwargs) as cam:
+    x = x.detach().requires_grad_(True)  # the input carries the gradient: frozen (read-only) weights still get a map
+    with torch.enable_grad(), CAM_CLASSES[method](model=model, target_layers=[get_spec(arch).cam_layer(model)], **kwargs) as cam:
         if method == "scorecam":
             cam.batch_size = 32
-        heat = cam(input_tensor=x, targets=[BinaryClassifierOutputTarget(target_class)])[0]
-    return np.nan_to_num(heat.astype(np.float32))
+        heat = cam(input_tensor=x, targets=[target])[0]
+        logits = cam.outputs.detach()
+    if target.category is None:  # EigenCAM never asks its target
+        target(logits[0])
+    return np.nan_to_num(heat.astype(np.float32)), logits
 
 
 @contextmanager
@@ -64,11 +93,8 @@ def _attention_probs(model: nn.Module) -> Iterator[list[torch.Tensor]]:
             h.remove()
 
 
-@torch.no_grad()
-def attention_rollout(model: nn.Module, x: torch.Tensor, discard_ratio: float = 0.0) -> np.ndarray:
+def _rollout(probs: list[torch.Tensor], model: nn.Module, size: tuple[int, int], discard_ratio: float = 0.0) -> np.ndarray:
     """Abnar & Zuidema's rollout: multiply head-averaged attention (+identity) through the layers."""
-    with _attention_probs(model) as probs:
-        model(x)
     n = probs[0].size(-1)
     rollout = torch.eye(n)
     for a in probs:
@@ -81,7 +107,7 @@ def attention_rollout(model: nn.Module, x: torch.Tensor, discard_ratio: float = 
     prefix = model.num_prefix_tokens
     h, w = model.patch_embed.grid_size
     heat = rollout[0, prefix:].reshape(1, 1, h, w)
-    heat = torch.nn.functional.interpolate(heat, size=x.shape[-2:], mode="bilinear", align_corners=False)[0, 0]
+    heat = torch.nn.functional.interpolate(heat, size=tuple(size), mode="bilinear", align_corners=False)[0, 0]
     heat = heat - heat.min()
     return (heat / heat.max().clamp_min(1e-8)).numpy().astype(np.float32)
 

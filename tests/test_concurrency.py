@@ -1,0 +1,71 @@
+"""Strangers at the same moment: concurrent predict + explain on varied real radiographs, through the launched app.
+
+Concurrent calls once crashed the server (heap corruption: explanations of one shared model ran
+backward into its weights' .grad from two threads and read each other's hooked activations).
+Every concurrent answer must equal the answer to the same request made alone.
+"""
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from app import FractureApp, build_app
+from fracture_demo.zoo import ModelZoo, discover
+from tests.real_images import real_radiographs
+from tests.test_app import _free_port
+
+IMAGES = [str(p) for p in real_radiographs()]
+JOBS = [(img, model, method) for img in IMAGES
+        for model, method in (("efficientnet_lite0", "gradcam"), ("vit", "attention_rollout"), ("swin", "gradcam++"))]
+pytestmark = pytest.mark.skipif(len(IMAGES) < 8, reason="the shared data sets (../shared/data) are not present")
+
+
+@pytest.fixture(scope="module")
+def served():
+    from gradio_client import Client
+    zoo = ModelZoo([e for e in discover() if e.name in ("efficientnet_lite0", "vit", "swin")])
+    demo = build_app(zoo)
+    port = _free_port()
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    try:
+        yield zoo, lambda: Client(f"http://127.0.0.1:{port}/", verbose=False)
+    finally:
+        demo.close()
+
+
+def _heat(path_or_image) -> np.ndarray:
+    img = path_or_image if isinstance(path_or_image, Image.Image) else Image.open(path_or_image)
+    return np.asarray(img.convert("RGB"), np.float32)
+
+
+def test_concurrent_predict_and_compare_match_one_at_a_time(served):
+    from gradio_client import handle_file
+    zoo, connect = served
+    app = FractureApp(zoo)
+    alone = {}
+    for job in JOBS:
+        probs, _, heat, *_ = app.predict(*job)
+        alone[job] = (probs["fractured"], _heat(heat))
+    alone_compare = {img: [r[2] for r in app.compare(img, "gradcam", zoo.names)[0]] for img in IMAGES[:3]}
+
+    def client_session(k: int):
+        client, out = connect(), []
+        for job in JOBS[k::4]:  # the four clients share the jobs out between them
+            res = client.predict(handle_file(job[0]), job[1], job[2], 0.5, api_name="/predict")
+            p = next(c["confidence"] for c in res[0]["confidences"] if c["label"] == "fractured")
+            out.append((job, p, _heat(res[2])))
+        img = IMAGES[k % 3]
+        table, *_ = client.predict(handle_file(img), "gradcam", zoo.names, api_name="/compare")
+        return out, (img, [row[2] for row in table["data"]])
+
+    with ThreadPoolExecutor(4) as pool:
+        sessions = list(pool.map(client_session, range(4)))
+    answered = [r for s, _ in sessions for r in s]
+    assert len(answered) == len(JOBS)
+    for job, p, heat in answered:
+        p_alone, heat_alone = alone[job]
+        assert p == pytest.approx(p_alone, abs=1e-4), job
+        assert heat.shape == heat_alone.shape and np.abs(heat - heat_alone).mean() < 2.0, job  # same map (lossy encoding aside)
+    for _, (img, probs) in sessions:
+        assert probs == pytest.approx(alone_compare[img], abs=1e-3)
