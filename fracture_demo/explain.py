@@ -63,9 +63,9 @@ def cam_map(model: nn.Module, arch: str, x: torch.Tensor, method: str,
     if method == "scorecam":  # its targets only ever see masked inputs: decide on the whole image first
         with torch.no_grad():
             target(model(x)[0])
-    kwargs = {"reshape_transform": reshape_transform(arch, model)}
-    x = x.detach().requires_grad_(True)  # the input carries the gradient: frozen (read-only) weights still get a map
-    with torch.enable_grad(), CAM_CLASSES[method](model=model, target_layers=[get_spec(arch).cam_layer(model)], **kwargs) as cam:
+    layer = get_spec(arch).cam_layer(model)
+    with torch.enable_grad(), _gradient_starts_at(layer), \
+            CAM_CLASSES[method](model=model, target_layers=[layer], reshape_transform=reshape_transform(arch, model)) as cam:
         if method == "scorecam":
             cam.batch_size = 32
         heat = cam(input_tensor=x, targets=[target])[0]
@@ -73,6 +73,20 @@ def cam_map(model: nn.Module, arch: str, x: torch.Tensor, method: str,
     if target.category is None:  # EigenCAM never asks its target
         target(logits[0])
     return np.nan_to_num(heat.astype(np.float32)), logits
+
+
+@contextmanager
+def _gradient_starts_at(layer: nn.Module) -> Iterator[None]:
+    """Make ``layer``'s output a leaf that requires grad (registered before the CAM's own hooks, which see it).
+
+    A CAM needs gradients at its target layer only: backward then runs through the layers after it and
+    never into the trunk or the (shared, frozen) weights before it.
+    """
+    handle = layer.register_forward_hook(lambda _m, _i, out: out.detach().requires_grad_(True))
+    try:
+        yield
+    finally:
+        handle.remove()
 
 
 @contextmanager
