@@ -1,5 +1,6 @@
 """Training, resume, determinism, evaluation, audit, Hub stand-in and DDP on a synthetic data set."""
 import csv
+import io
 import json
 import os
 import shutil
@@ -11,6 +12,7 @@ import pytest
 from safetensors.torch import load_file
 
 import fracture_demo as fd
+import train.audit
 from train.__main__ import main as train_main
 from train.audit import main as audit_main
 from train.evaluate import main as evaluate_main
@@ -188,7 +190,7 @@ def _shapes(rng):
     return img
 
 
-def test_audit_features_join_rotated_copy(tmp_path, capsys):
+def test_audit_features_join_rotated_copy(tmp_path, capsys, monkeypatch):
     try:
         fd.registry.resolve_pretrained("efficientnet_lite0", "local")
     except FileNotFoundError:
@@ -201,12 +203,23 @@ def test_audit_features_join_rotated_copy(tmp_path, capsys):
         _shapes(rng).save(folder / f"{i}.png")
     from PIL import Image
     Image.open(folder / "3.png").transpose(Image.FLIP_LEFT_RIGHT).rotate(90).save(folder / "zz.jpg", quality=95)  # flipped, turned, re-encoded
-    assert audit_main(["--data-dir", str(tmp_path / "d"), "--workers", "1", "--report-dir", str(tmp_path / "rep")]) == 0
+    args = ["--data-dir", str(tmp_path / "d"), "--workers", "1", "--features-cache", str(tmp_path / "features.npz")]
+    assert audit_main(args + ["--report-dir", str(tmp_path / "rep")]) == 0
     capsys.readouterr()
-    groups = {r["file"]: r["group"] for r in csv.DictReader(open(tmp_path / "d" / "grouped_split.csv"))}
+    split = (tmp_path / "d" / "grouped_split.csv").read_text()
+    groups = {r["file"]: r["group"] for r in csv.DictReader(io.StringIO(split))}
     assert groups["test/fractured/3.png"] == groups["test/fractured/zz.jpg"]
     assert len(set(groups.values())) >= 14, "unrelated images stay apart"
     assert (tmp_path / "rep" / "pairs_joined.png").is_file() and (tmp_path / "rep" / "pairs_closest_apart.png").is_file()
+    # a rerun takes every feature from the cache (by content hash) and writes the same split
+    computed = []
+    real = train.audit.view_features
+    monkeypatch.setattr(train.audit, "view_features", lambda images, *a, **k: computed.append(len(images)) or real(images, *a, **k))
+    assert audit_main(args) == 0
+    assert computed == [] and (tmp_path / "d" / "grouped_split.csv").read_text() == split
+    _shapes(rng).save(folder / "new.png")  # a grown data set: only the new image is computed
+    assert audit_main(args) == 0
+    assert computed == [1]
 
 
 class FakeHub:

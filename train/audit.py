@@ -146,10 +146,37 @@ def view_features(images: np.ndarray, model_name: str, pretrained: str, batch: i
         with torch.autocast("cpu", dtype=torch.bfloat16):  # 4x faster on these CPUs; ranks barely move
             f = model(normalize(v, cfg["mean"], cfg["std"]).contiguous(memory_format=torch.channels_last))
         feats.append(torch.nn.functional.normalize(f.float(), dim=1).view(len(x), len(views), -1))
-    allf = torch.cat(feats)
-    if centre:  # every radiograph looks alike to ImageNet features; the shared component otherwise dominates the cosine
-        allf = torch.nn.functional.normalize(allf - allf.flatten(0, 1).mean(0), dim=-1)
-    allf = allf.numpy()
+    allf = torch.cat(feats).numpy()
+    allf = centred(allf) if centre else allf
+    return allf[:, 0], allf
+
+
+def centred(views: np.ndarray) -> np.ndarray:
+    """Subtract the mean feature and renormalise: every radiograph looks alike to ImageNet features, and the
+    shared component otherwise dominates the cosine."""
+    allf = torch.from_numpy(views)
+    return torch.nn.functional.normalize(allf - allf.flatten(0, 1).mean(0), dim=-1).numpy()
+
+
+def cached_view_features(images: np.ndarray, hashes: list[str], model_name: str, pretrained: str,
+                         cache: Path | None) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`view_features` (uncentred) remembered per content hash in ``cache`` (npz): a rerun, or a run on a
+    grown data set, computes only the images it has not seen; centring happens after, over these images."""
+    known: dict[str, int] = {}
+    old = np.load(cache) if cache and cache.is_file() else None
+    if old is not None and "size" in old.files and (str(old["model"]), int(old["size"])) == (model_name, images.shape[-1]):
+        known = {h: i for i, h in enumerate(old["hashes"].tolist())}
+    old_views = old["views"] if known else None
+    todo = [i for i, h in enumerate(hashes) if h not in known]
+    new_views = view_features(images[todo], model_name, pretrained, centre=False)[1] if todo else None
+    new_at = {hashes[i]: k for k, i in enumerate(todo)}
+    views = np.stack([old_views[known[h]] if h in known else new_views[new_at[h]] for h in hashes])
+    if cache and todo:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        kept = [] if old_views is None else [old_views]
+        np.savez(cache, views=np.concatenate(kept + [new_views]), hashes=np.array(list(known) + list(new_at)),
+                 model=model_name, size=images.shape[-1])
+    allf = centred(views)
     return allf[:, 0], allf
 
 
@@ -225,14 +252,8 @@ def audit(data_dir: str, out: Path, report_dir: Path | None, threshold: float = 
     reps = sorted(first_by_hash.values())
     sim_stats = {}
     if features != "none":
-        rep_hashes = np.array([data.hashes[r] for r in reps])
-        cached = np.load(features_cache) if features_cache and Path(features_cache).is_file() else None
-        if cached is not None and np.array_equal(cached["hashes"], rep_hashes) and str(cached["model"]) == features:
-            base, views = cached["base"], cached["views"]
-        else:
-            base, views = view_features(images[reps], features, pretrained)
-            if features_cache:
-                np.savez(features_cache, base=base, views=views, hashes=rep_hashes, model=features)
+        base, views = cached_view_features(images[reps], [data.hashes[r] for r in reps], features, pretrained,
+                                           Path(features_cache) if features_cache else None)
         sim = feature_similarity(base, views)
         iu = np.triu_indices(len(reps), 1)
         hits = np.flatnonzero(sim[iu] >= threshold)
@@ -321,13 +342,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--test-fraction", type=float, default=0.2)
     ap.add_argument("--val-fraction", type=float, default=0.1)
     ap.add_argument("--workers", type=int, default=None)
-    ap.add_argument("--features-cache", default=None, help="npz to reuse features across runs (e.g. other thresholds)")
+    ap.add_argument("--features-cache", default=".cache/audit-features.npz",
+                    help="npz of features by content hash, reused across runs ('none': no cache)")
     args = ap.parse_args(argv)
     fr = {"train": 1 - args.test_fraction - args.val_fraction, "val": args.val_fraction, "test": args.test_fraction}
     try:
         rep = audit(args.data_dir, Path(args.out or default_split_file(args.data_dir)),
                     Path(args.report_dir) if args.report_dir else None, args.threshold, args.features,
-                    args.pretrained, args.size, args.seed, fr, args.workers, args.features_cache)
+                    args.pretrained, args.size, args.seed, fr, args.workers,
+                    None if args.features_cache == "none" else args.features_cache)
     except (FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
