@@ -6,13 +6,14 @@ naive:    torchvision ImageFolder-style Dataset: PIL decode + resize + flips eve
           DataLoader with 2 workers, fp32.
 pipeline: what ``python -m train`` does: decode-once cache (train.data.ImageCache), batch augmentation
           on tensors, channels-last memory format for CNNs, bf16 autocast.
-Both include their decoding time; each runs in its own process, the naive one also once with
+Both include their decoding time; each runs in its own process (median of ``--repeats``), the naive one also once with
 fracture_demo's CPU tuning (fracture_demo/runtime.py) so that its share of the speed-up shows.
 """
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -93,6 +94,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--only", choices=["naive", "pipeline"], default=None, help="run one side (bench/cpu_time.py)")
+    ap.add_argument("--repeats", type=int, default=3, help="runs per side; the median is reported")
     args = ap.parse_args()
     samples = [s for s in scan(args.data_dir) if s.split == "train"]
     samples = samples[:: max(1, len(samples) // args.images)][: args.images]
@@ -105,12 +107,13 @@ def main() -> None:
     speeds = {}
     for side, tuning in (("naive", "0"), ("naive", "1"), ("pipeline", "1")):
         # each side in a fresh process: a plain torchvision script runs without fracture_demo's CPU tuning
-        out = subprocess.run([sys.executable, __file__, *sys.argv[1:], "--only", side], check=True, text=True,
-                             capture_output=True, env={**os.environ, "FRACTURE_CPU_TUNING": tuning}).stdout
-        speeds[side, tuning] = float(out.split()[-2])
+        runs = [float(subprocess.run([sys.executable, __file__, *sys.argv[1:], "--only", side], check=True, text=True,
+                                     capture_output=True, env={**os.environ, "FRACTURE_CPU_TUNING": tuning}).stdout.split()[-2])
+                for _ in range(args.repeats)]
+        speeds[side, tuning] = statistics.median(runs)
     a, a_tuned, b = speeds["naive", "0"], speeds["naive", "1"], speeds["pipeline", "1"]
     print(f"model {args.model}, {len(samples)} images x {args.epochs} epochs, batch {args.batch_size}, "
-          f"{torch.get_num_threads()} threads")
+          f"{torch.get_num_threads()} threads, median of {args.repeats} runs per side")
     print(f"naive          {a:8.1f} images/s  (decode+resize every epoch, fp32, default allocator)")
     print(f"naive + tuning {a_tuned:8.1f} images/s  (the same with fracture_demo's CPU tuning)")
     print(f"pipeline       {b:8.1f} images/s  (decode once, batch augment, bf16, CPU tuning)")

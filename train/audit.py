@@ -125,7 +125,7 @@ def name_edges(samples: list[Sample]) -> list[tuple[int, int, str]]:
 
 
 @torch.no_grad()
-def view_features(images: np.ndarray, model_name: str, pretrained: str, batch: int = 64,
+def view_features(images: np.ndarray, model_name: str, pretrained: str, batch: int = 16,
                   angles: tuple[int, ...] = tuple(range(0, 360, 45)), centre: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """L2-normalised features of each image (N x D) and of its rotated/flipped views (N x 2*len(angles) x D),
     centred on the images' mean feature unless ``centre`` is False."""
