@@ -52,14 +52,26 @@ def _is_dicom(data: bytes, name: str) -> bool:
     return data[128:132] == b"DICM" or name.lower().endswith((".dcm", ".dicom"))
 
 
-def _window(arr: np.ndarray, lo: float | None = None, hi: float | None = None) -> np.ndarray:
-    """Map a high-bit-depth array to 8 bits by percentile window (keeps contrast, no clipping of 16-bit to 255)."""
+def _window(arr: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """Map [lo, hi] linearly to 8 bits (values outside saturate)."""
     arr = arr.astype(np.float32)
-    if lo is None or hi is None:
-        lo, hi = np.percentile(arr, [0.5, 99.5])
-    if hi <= lo:
-        hi = lo + 1.0
+    hi = max(hi, lo + 1.0)
     return (np.clip((arr - lo) / (hi - lo), 0, 1) * 255).round().astype(np.uint8)
+
+
+def _stored_range(arr: np.ndarray, bits: int | None = None, signed: bool = False) -> tuple[float, float]:
+    """The range a high-bit-depth image's container can hold, not the range this picture happens to use.
+
+    One radiograph must give one answer however it was saved: an 8-bit picture scaled to 16 bits maps back
+    to the same pixels. Without a stated bit depth, 12 bits (detectors' usual depth, often stored in 16-bit
+    containers) when every value fits, else 16; float images use their own min and max.
+    """
+    if arr.dtype.kind == "f":
+        return float(np.min(arr)), float(np.max(arr))
+    if bits is None:
+        bits = 12 if np.max(arr) < 4096 and np.min(arr) >= 0 else 16
+        signed = bool(np.min(arr) < 0)
+    return (-(2.0 ** (bits - 1)), 2.0 ** (bits - 1) - 1) if signed else (0.0, 2.0 ** bits - 1)
 
 
 def _decode_dicom(data: bytes) -> Decoded:
@@ -81,10 +93,12 @@ def _decode_dicom(data: bytes) -> Decoded:
         arr, notes = arr[0], [f"multi-frame DICOM ({arr.shape[0]} frames): first frame shown"]
     if arr.ndim == 3:
         return Decoded(Image.fromarray(arr[..., :3].astype(np.uint8)).convert("L"), notes, "DICOM")
-    arr = apply_modality_lut(arr, ds)
-    windowed = "WindowCenter" in ds or "VOILUTSequence" in ds
-    arr = apply_voi_lut(arr, ds) if windowed else arr
-    out = _window(arr, float(np.min(arr)), float(np.max(arr))) if windowed else _window(arr)
+    if "WindowCenter" in ds or "VOILUTSequence" in ds:  # the window the modality chose for viewing
+        arr = apply_voi_lut(apply_modality_lut(arr, ds), ds)
+        out = _window(arr, float(np.min(arr)), float(np.max(arr)))
+    else:  # the stored bits, linearly (the modality LUT is linear too: same picture)
+        bits = int(ds.get("BitsStored", 0)) or None
+        out = _window(arr, *_stored_range(arr, bits, int(ds.get("PixelRepresentation", 0)) == 1))
     if str(ds.get("PhotometricInterpretation", "")).upper() == "MONOCHROME1":
         out = 255 - out
     return Decoded(Image.fromarray(out, "L"), notes, "DICOM")
@@ -92,7 +106,8 @@ def _decode_dicom(data: bytes) -> Decoded:
 
 def _to_grey(img: Image.Image) -> Image.Image:
     if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        return Image.fromarray(_window(np.asarray(img)), "L")
+        arr = np.asarray(img)
+        return Image.fromarray(_window(arr, *_stored_range(arr)), "L")
     if img.mode == "P":
         img = img.convert("RGBA")
     if img.mode in ("RGBA", "LA", "PA"):
@@ -178,7 +193,15 @@ def decode_image(source: ImageSource, draft_side: int | None = None) -> Decoded:
 
 
 def to_array(image: Image.Image, size: int) -> np.ndarray:
-    """Resize a greyscale image to ``size`` x ``size`` uint8 (the original study's plain resize)."""
+    """Resize a greyscale image to ``size`` x ``size`` uint8 (the original study's plain resize).
+
+    First a box reduction by the largest power of two that keeps the short side >= ``size``: what JPEG
+    draft decoding does in the DCT, so a PNG (or DICOM) and a JPEG of one radiograph get the same input.
+    """
+    k = 1
+    while min(image.size) // (2 * k) >= size:
+        k *= 2
+    image = image.reduce(k) if k > 1 else image
     return np.array(image.resize((size, size), Image.BILINEAR, reducing_gap=3.0), dtype=np.uint8)
 
 

@@ -83,12 +83,13 @@ def test_animated_gif_first_frame(tmp_path):
     assert abs(int(np.asarray(d.image).mean()) - 10) < 3 and "first frame" in d.warnings[0]
 
 
-def test_16bit_png_is_windowed_not_clipped(tmp_path):
-    ramp = np.linspace(1000, 60000, 64 * 64).reshape(64, 64).astype(np.uint16)
-    p = save(Image.fromarray(ramp, "I;16"), tmp_path / "s.png", "PNG")
-    arr = np.asarray(decode_image(p).image)
-    assert arr.min() <= 2 and arr.max() >= 253, "full 8-bit range used"
-    assert len(np.unique(arr)) > 200, "contrast kept, not clipped to a few values"
+def test_16bit_png_maps_its_stored_range_linearly(tmp_path):
+    eight = np.tile(np.arange(256, dtype=np.uint16), (16, 1))
+    p = save(Image.fromarray(eight * 257), tmp_path / "s.png", "PNG")  # an 8-bit picture scaled to 16 bits
+    assert np.array_equal(np.asarray(decode_image(p).image), eight), "the same pixels, not a re-stretched window"
+    twelve = np.tile(np.linspace(0, 4095, 64), (16, 1)).astype(np.uint16)  # a 12-bit detector in a 16-bit PNG
+    arr = np.asarray(decode_image(save(Image.fromarray(twelve), tmp_path / "t.png", "PNG")).image)
+    assert arr.min() == 0 and arr.max() == 255 and len(np.unique(arr)) == 64, "full range, contrast kept"
 
 
 def test_png_inside_jpg_name(tmp_path, grey):
@@ -96,7 +97,7 @@ def test_png_inside_jpg_name(tmp_path, grey):
     assert decode_image(p).source_format == "PNG"
 
 
-def _dicom(path, pixels: np.ndarray | None, photometric="MONOCHROME2", window=None):
+def _dicom(path, pixels: np.ndarray | None, photometric="MONOCHROME2", window=None, bits_stored=12):
     from pydicom.dataset import FileDataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid
     meta = FileMetaDataset()
@@ -109,7 +110,7 @@ def _dicom(path, pixels: np.ndarray | None, photometric="MONOCHROME2", window=No
     if pixels is not None:
         ds.Rows, ds.Columns = pixels.shape
         ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, photometric
-        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, bits_stored, bits_stored - 1, 0
         ds.RescaleSlope, ds.RescaleIntercept = 1, 0
         if window:
             ds.WindowCenter, ds.WindowWidth = window
