@@ -293,3 +293,26 @@ def test_linear_probe_reports_val_chosen_fit_with_group_intervals(dataset, tmp_p
     assert report["test"]["roc_auc"] > 0.8, "even random conv features find the bright mark"
     assert probe_main(["--data-dir", str(dataset), "--split-mode", "official", "--models", "no_such_net"]) == 2
     assert "no_such_net" in capsys.readouterr().err
+
+
+def test_publish_pushes_every_bundled_folder_and_lists_it_in_the_front_matter(trained, tmp_path, monkeypatch, capsys):
+    from train.publish import main as publish_main
+    monkeypatch.setenv("HF_TOKEN", "hf_secret_do_not_print")
+    hub = FakeHub(tmp_path / "hub")
+    import huggingface_hub
+    monkeypatch.setattr(huggingface_hub, "HfApi", lambda *a, **k: hub)
+    zoo = tmp_path / "models"
+    for name in ("alpha", "beta"):
+        shutil.copytree(trained, zoo / name)
+    readme = tmp_path / "README.md"
+    readme.write_text("---\ntitle: x\nmodels: []  # filled by train.publish\npinned: false\n---\n\n# Body\nmodels: not front matter\n")
+    assert publish_main(["--owner", "me", "--models-dir", str(zoo), "--readme", str(readme)]) == 0
+    assert [c for c in hub.calls if c[0] == "create_repo"] == [("create_repo", "me/fracture-alpha", False),
+                                                               ("create_repo", "me/fracture-beta", False)]
+    assert fd.load(tmp_path / "hub" / "me/fracture-beta").config == fd.load(zoo / "beta").config
+    assert readme.read_text() == ("---\ntitle: x\nmodels:\n  - me/fracture-alpha\n  - me/fracture-beta\npinned: false\n"
+                                  "---\n\n# Body\nmodels: not front matter\n")
+    assert publish_main(["--owner", "me", "--models-dir", str(zoo), "--readme", str(readme)]) == 0  # again: same list
+    assert readme.read_text().count("me/fracture-alpha") == 1
+    out = capsys.readouterr()
+    assert "hf_secret" not in out.out + out.err
