@@ -56,11 +56,20 @@ class FractureApp:
         method = supported_method(clf, method)
         e = clf.explain(decoded, method, opacity)
         p = e.prediction
-        details = (f"**{model}** ({clf.arch}): P(fractured) = **{p.probability:.3f}**, decision "
+        if p.radiograph is None:  # this model has no guard of its own: the default model's answers
+            warning = self.zoo.radiograph_warning(decoded)
+            p.radiograph, p.warnings = warning is None, p.warnings + [warning] * bool(warning)
+        if p.radiograph is False:
+            gr.Warning("This image does not look like a radiograph: the probability is not meaningful.")
+        shown = (f"{p.probability:.3f} (**not meaningful**: the image does not look like a radiograph)"
+                 if p.radiograph is False else f"**{p.probability:.3f}**")
+        details = (f"**{model}** ({clf.arch}): P(fractured) = {shown}, decision "
                    f"**{p.label}** at the threshold chosen on validation data ({p.threshold:.3f}, so it can differ "
-                   f"from the larger probability). Map: {METHOD_LABELS[method]} of the evidence for *{e.target}*."
+                   f"from the larger probability). {sureness(clf.flip_probabilities(decoded), p.threshold)} "
+                   f"Map: {METHOD_LABELS[method]} of the evidence for *{e.target}*."
                    + "".join(f"\n\n⚠️ {w}" for w in p.warnings))
-        return p.as_label_dict(), e.overlay, heatmap_image(e.heatmap), details, (np.asarray(e.image), e.heatmap)
+        label = {"does not look like a radiograph": 1.0} if p.radiograph is False else p.as_label_dict()
+        return label, e.overlay, heatmap_image(e.heatmap), details, (np.asarray(e.image), e.heatmap)
 
     def reblend(self, state, opacity: float):
         if not state:
@@ -81,6 +90,13 @@ class FractureApp:
         if unknown:
             raise gr.Error(f"Unknown model(s): {', '.join(unknown)}. Available: {', '.join(self.zoo.names)}.")
         explanations, mean = self.zoo.compare(decoded, method, opacity, names)
+        probs = np.array([e.prediction.probability for e in explanations])
+        agreement = (f"Mean P(fractured) of {len(probs)} model{'s' * (len(probs) > 1)} **{mean:.3f}**; they range from {probs.min():.3f} to "
+                     f"{probs.max():.3f} (standard deviation {probs.std():.3f})"
+                     + (": **they disagree** (some above 0.5, some below)." if probs.min() < 0.5 <= probs.max() else "."))
+        warning = self.zoo.radiograph_warning(decoded)
+        if warning:
+            agreement = f"⚠️ {warning[0].upper()}{warning[1:]}.\n\n{agreement}"
         rows, gallery = [], []
         for name, e in zip(names, explanations):
             entry = self.zoo.entries[name]
@@ -88,7 +104,16 @@ class FractureApp:
             rows.append([name, f"{entry.split_mode or '?'} split", round(e.prediction.probability, 4), e.prediction.label,
                          round(acc, 3) if acc is not None else None, round(bal, 3) if bal is not None else None])
             gallery.append((e.overlay, f"{name}: {e.prediction.probability:.2f} ({METHOD_LABELS[e.method]})"))
-        return rows, gallery, ensemble_label(mean)
+        return rows, gallery, ensemble_label(mean), agreement
+
+
+def sureness(flip_probs: list[float], threshold: float) -> str:
+    """In words: how far P(fractured) moves when the radiograph is flipped, and whether that crosses the threshold."""
+    lo, hi = min(flip_probs), max(flip_probs)
+    text = f"Under flips of the image it ranges {lo:.3f}-{hi:.3f}"
+    if lo < threshold <= hi:
+        return text + ": **not sure**, flipped views fall on both sides of the threshold."
+    return text + (": the decision holds." if hi - lo < 0.1 else ": the decision holds, but the number is loose.")
 
 
 def _about(zoo: ModelZoo) -> str:
@@ -154,18 +179,25 @@ def build_app(zoo: ModelZoo) -> gr.Blocks:
             opacity.release(app.reblend, [state, opacity], over, api_visibility="private")
         with gr.Tab("Compare"):
             with gr.Row():
-                cfile = gr.File(label="Radiograph", type="filepath")
+                cfile = gr.File(label="Radiograph (the one uploaded in Predict, or another)", type="filepath",
+                                elem_id="compare-radiograph")
                 cmethod = gr.Dropdown([(METHOD_LABELS[m], m) for m in ("gradcam", "gradcam++", "hirescam", "eigencam")],
                                       value="gradcam", label="Explanation (Grad-CAM where a model lacks it)")
-                crun = gr.Button("Compare models", variant="primary")
+                crun = gr.Button("Compare models", variant="primary", elem_id="compare")
             cmodels = gr.CheckboxGroup(zoo.names, value=zoo.held_out_names or zoo.names, label=(
                 "Models (ticked: those trained on the grouped split; the *_official twins trained on the "
                 "official split, which leaks, and saw nearly every test image)"))
+            if EXAMPLES:
+                gr.Examples([[str(p)] for p in EXAMPLES], inputs=[cfile], label="Examples (from the data set, ODC-By)")
             ensemble = gr.Label(num_top_classes=2, label="Ensemble (mean of the ticked models)")
+            agreement = gr.Markdown(elem_id="agreement")
             table = gr.Dataframe(headers=["model", "trained on", "P(fractured)", "decision", "official acc",
                                           "grouped bal. acc"], label="Each model on this image")
             gallery = gr.Gallery(label="Where each model looked", columns=4)
-            crun.click(app.compare, [cfile, cmethod, cmodels], [table, gallery, ensemble], api_name="compare")
+            crun.click(app.compare, [cfile, cmethod, cmodels], [table, gallery, ensemble, agreement], api_name="compare")
+            # one upload serves both tabs: Predict's radiograph (uploaded, example or camera) is Compare's too
+            file.change(lambda p: p, file, cfile, api_visibility="private")
+            cfile.upload(lambda p: p, cfile, file, api_visibility="private")
         with gr.Tab("About"):
             gr.Markdown(_about(zoo))
             if ROC_PNG.is_file():

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from . import explain as _explain
+from .guard import RadiographGuard, guard_features
 from .hub import push_folder, resolve_model_dir
 from .imaging import Decoded, ImageSource, decode_image, display_image, normalize, to_array
 from .registry import create_model, data_config, get_spec
@@ -32,6 +34,7 @@ class Prediction:
     label: str
     threshold: float
     warnings: list[str] = field(default_factory=list)
+    radiograph: bool | None = None  # the model's guard's verdict; None where the model has no guard
 
     def as_label_dict(self) -> dict[str, float]:
         return {LABELS[1]: self.probability, LABELS[0]: 1.0 - self.probability}
@@ -57,6 +60,7 @@ class FractureClassifier:
         # An explanation hooks the shared module and runs backward through it: one call at a time per
         # model, or concurrent requests read each other's activations (and, through .grad, corrupted the heap).
         self._lock = threading.RLock()
+        self.guard: RadiographGuard | None = None  # fitted by ``python -m train.guard``; saved beside the weights
 
     @classmethod
     def new(cls, arch: str, pretrained: str | None = None, image_size: int | None = None,
@@ -77,6 +81,7 @@ class FractureClassifier:
         model.requires_grad_(False)  # inference only: CAMs differentiate w.r.t. the input, never write .grad
         clf = cls(model, config)
         clf.source = str(folder_or_id)
+        clf.guard = RadiographGuard.load(folder)
         return clf
 
     def save_pretrained(self, folder: str | os.PathLike, half: bool = False) -> Path:
@@ -105,9 +110,12 @@ class FractureClassifier:
     def decode(self, image: ImageSource | Decoded) -> Decoded:
         return image if isinstance(image, Decoded) else decode_image(image, draft_side=self.image_size)
 
+    def normalize(self, batch: torch.Tensor) -> torch.Tensor:
+        """uint8 (or [0,1]) N x 1 x S x S -> this model's normalised input."""
+        return normalize(batch, self.config["mean"], self.config["std"])
+
     def preprocess(self, decoded: Decoded) -> torch.Tensor:
-        arr = torch.from_numpy(to_array(decoded.image, self.image_size))[None, None]
-        return normalize(arr, self.config["mean"], self.config["std"])
+        return self.normalize(torch.from_numpy(to_array(decoded.image, self.image_size))[None, None])
 
     def probability(self, logits: torch.Tensor) -> torch.Tensor:
         """Calibrated P(fractured): sigmoid of the temperature-scaled logit."""
@@ -118,16 +126,32 @@ class FractureClassifier:
         """Decision threshold on the calibrated probability, chosen on validation data."""
         return float(self.config.get("threshold", 0.5))
 
-    def _prediction(self, p: float, notes: list[str]) -> Prediction:
-        return Prediction(p, LABELS[int(p >= self.threshold)], self.threshold, list(notes))
+    def _guarded(self):
+        """Inside: forward passes record the features the guard needs (nothing without a guard)."""
+        return guard_features(self.unwrapped, self.arch) if self.guard is not None else nullcontext([])
+
+    def _prediction(self, p: float, notes: list[str], pooled: list[torch.Tensor] | None = None) -> Prediction:
+        """``pooled``: the guard's features from the forward pass that gave ``p``."""
+        warning = self.guard.warning(pooled[0][:1]) if self.guard is not None and pooled else None
+        return Prediction(p, LABELS[int(p >= self.threshold)], self.threshold, list(notes) + [warning] * bool(warning),
+                          None if self.guard is None or not pooled else warning is None)
 
     @torch.no_grad()
     def predict(self, image: ImageSource | Decoded) -> Prediction:
         decoded = self.decode(image)
         x = self.preprocess(decoded)
-        with self._lock:
+        with self._lock, self._guarded() as pooled:
             p = self.probability(self.model(x)).item()
-        return self._prediction(p, decoded.warnings)
+        return self._prediction(p, decoded.warnings, pooled)
+
+    @torch.no_grad()
+    def flip_probabilities(self, image: ImageSource | Decoded) -> list[float]:
+        """P(fractured) of the image and of its horizontal, vertical and double flips: a cheap measure of how
+        sure the model is (a radiograph's side and orientation carry no diagnosis; the study trained on flips)."""
+        x = self.preprocess(self.decode(image))
+        views = torch.cat([x, x.flip(-1), x.flip(-2), x.flip(-1, -2)])
+        with self._lock:
+            return self.probability(self.model(views)).flatten().tolist()
 
     def explain(self, image: ImageSource | Decoded, method: str = "gradcam", opacity: float = 0.5,
                 target: str | None = None) -> Explanation:
@@ -140,9 +164,9 @@ class FractureClassifier:
         decide = ((lambda logit: int(self.probability(logit).item() >= self.threshold)) if target is None
                   else (lambda _logit: LABELS.index(target)))
         chosen = _explain.DecidedTarget(decide)
-        with self._lock:
+        with self._lock, self._guarded() as pooled:
             heat, logits = _explain.cam_map(self.model, self.arch, x, method, chosen)
-        pred = self._prediction(self.probability(logits).item(), decoded.warnings)
+        pred = self._prediction(self.probability(logits).item(), decoded.warnings, pooled)
         shown = display_image(decoded.image)
         heat = _explain.resize_map(heat, shown.size)
         return Explanation(pred, method, LABELS[chosen.category], heat, shown, _explain.overlay(shown, heat, opacity))

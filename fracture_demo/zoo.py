@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from .classifier import LABELS, Explanation, FractureClassifier, load
+from .guard import NOT_A_RADIOGRAPH
 from .imaging import Decoded, ImageSource
 from .registry import get_spec
 
@@ -86,6 +87,14 @@ class ModelZoo:
     def held_out_names(self) -> list[str]:
         """Models trained on the grouped split (the others saw nearly every test image)."""
         return [n for n, e in self.entries.items() if e.split_mode != "official"]
+
+    def radiograph_warning(self, image: ImageSource | Decoded) -> str | None:
+        """The default model's guard on this image: its warning if the image does not look like a radiograph,
+        None if it does (or no guard was fitted). For models that have no guard of their own."""
+        clf = self.get(self.default) if self.default else None
+        if clf is None or clf.guard is None:
+            return None
+        return next((w for w in clf.predict(image).warnings if NOT_A_RADIOGRAPH in w), None)
 
     def compare(self, image: ImageSource | Decoded, method: str = "gradcam", opacity: float = 0.5,
                 names: list[str] | None = None) -> tuple[list[Explanation], float]:

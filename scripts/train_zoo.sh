@@ -5,6 +5,7 @@
 #   scripts/train_zoo.sh transformers DATA OUT   # ViT and Swin only (TEACHER_DIR: the teacher model folder)
 #   scripts/train_zoo.sh official DATA OUT       # every family's twin on the official split, for the published comparison
 #   scripts/train_zoo.sh balance DATA OUT        # the radiograph-balanced sampling experiment (not bundled)
+#   scripts/train_zoo.sh guard DATA OUT          # the default model's radiograph guard (FRACATLAS: its folder)
 # DATA: Kaggle-layout folder with grouped_split.csv (python -m train.audit); OUT: parent of model folders.
 # ViT and Swin distil from OUT/$TEACHER (default efficientnet_lite0), as DeiT did; train it first.
 set -uo pipefail
@@ -66,5 +67,8 @@ case $stage in
       FOLDER=efficientnet_lite0_balance_$b run efficientnet_lite0 --pretrained local --epochs 8 --batch-size 32 --lr 5e-4 \
         --warmup-epochs 0.5 --patience 8 --time-budget 12 --balance $b
     done ;;
-  *) echo "usage: $0 cpu|gpu|transformers|official|balance DATA OUT" >&2; exit 2 ;;
+  guard)  # the app's "does not look like a radiograph": fitted on train radiographs of both sources, thresholded on val
+    python -m train.guard --model "$out/efficientnet_lite0" --data "$data:${SPLIT_FILE:-$data/grouped_split.csv}" \
+      --data "${FRACATLAS:-data/fracatlas}" ;;
+  *) echo "usage: $0 cpu|gpu|transformers|official|balance|guard DATA OUT" >&2; exit 2 ;;
 esac

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 import fracture_demo as fd
-from app import FractureApp, build_app
+from app import FractureApp, build_app, sureness
 from fracture_demo.zoo import ModelZoo, ZooEntry
 from train.loop import TrainConfig, train
 
@@ -48,21 +48,32 @@ def test_predict_returns_probabilities_and_maps(app, xray):
     assert again.size == over.size and np.asarray(again).tolist() != np.asarray(over).tolist()
 
 
+def test_details_say_how_sure_under_flips(app, zoo, xray):
+    flips = zoo.get("tiny").flip_probabilities(xray)
+    assert len(flips) == 4 and flips[0] == pytest.approx(zoo.get("tiny").predict(xray).probability, abs=1e-5)
+    details = app.predict(xray, "tiny")[3]
+    assert f"ranges {min(flips):.3f}-{max(flips):.3f}" in details
+    assert "not sure" in sureness([0.45, 0.55, 0.6, 0.4], 0.5)
+    assert "decision holds." in sureness([0.81, 0.83, 0.85, 0.8], 0.5)
+    assert "loose" in sureness([0.6, 0.9, 0.7, 0.8], 0.5)
+
+
 def test_defaults_when_only_image_given(app, xray):
     probs, *_ = app.predict(xray)
     assert probs["fractured"] == pytest.approx(app.zoo.get(app.zoo.default).predict(xray).probability, abs=1e-6)
 
 
 def test_compare_every_model(app, xray):
-    rows, gallery, ensemble = app.compare(xray, "gradcam")
+    rows, gallery, ensemble, agreement = app.compare(xray, "gradcam")
     assert [r[0] for r in rows] == ["tiny", "tiny-copy"] and len(gallery) == 2
+    assert f"range from {min(r[2] for r in rows):.3f}" in agreement and "standard deviation" in agreement
     assert [r[1] for r in rows] == ["grouped split", "official split"]
     assert ensemble["fractured"] == pytest.approx(np.mean([r[2] for r in rows]), abs=1e-3)
 
 
 def test_compare_ticked_models_only(app, xray):
     assert app.zoo.held_out_names == ["tiny"]  # the UI's default: the official-split twin is left out
-    rows, gallery, ensemble = app.compare(xray, "gradcam", ["tiny-copy"])
+    rows, gallery, ensemble, _ = app.compare(xray, "gradcam", ["tiny-copy"])
     assert [r[0] for r in rows] == ["tiny-copy"] and len(gallery) == 1
     with pytest.raises(gr.Error, match="Tick at least one model"):
         app.compare(xray, "gradcam", [])
@@ -181,7 +192,7 @@ def test_launched_app_via_gradio_client(zoo, xray):
         assert probs["label"] in ("fractured", "not fractured")
         confidences = {c["label"]: c["confidence"] for c in probs["confidences"]}
         assert confidences["fractured"] == pytest.approx(zoo.get(zoo.default).predict(xray).probability, abs=1e-4)
-        table, gallery, ensemble = client.predict(handle_file(xray), api_name="/compare")
+        table, gallery, ensemble, agreement = client.predict(handle_file(xray), api_name="/compare")
         assert [r[0] for r in table["data"]] == ["tiny"] and len(gallery) == 1  # the grouped-split models by default
         table, *_ = client.predict(handle_file(xray), "gradcam", ["tiny", "tiny-copy"], api_name="/compare")
         assert len(table["data"]) == 2

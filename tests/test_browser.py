@@ -12,6 +12,7 @@ import pytest
 
 from app import build_app
 from tests.test_app import _free_port, tiny_model, zoo  # noqa: F401  (fixtures)
+from tests.test_guard import PHOTO, guarded  # noqa: F401  (fixture)
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 SHOTS = Path(os.environ.get("SCREENSHOT_DIR", Path(__file__).resolve().parents[1] / "test-artifacts"))
@@ -46,6 +47,45 @@ def test_upload_pick_model_read_probability_see_overlay(zoo, dataset):  # noqa: 
             expect(overlay).to_be_visible(timeout=30_000)
             assert overlay.evaluate("img => img.naturalWidth") > 0
             page.screenshot(path=str(SHOTS / "browser_predict.png"), full_page=True)
+            browser.close()
+    finally:
+        demo.close()
+
+
+@pytest.mark.skipif(not CHROMIUM, reason="Debian's chromium is not installed")
+def test_photo_is_flagged_and_compare_reuses_the_upload(guarded, dataset):  # noqa: F811
+    import fracture_demo as fd
+    from playwright.sync_api import expect, sync_playwright
+    from fracture_demo.zoo import ModelZoo, ZooEntry
+    zoo = ModelZoo([ZooEntry(str(guarded), "guarded", fd.load(guarded).config)])
+    demo = build_app(zoo)
+    port = _free_port()
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=[
+                "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                "--disable-sync", "--no-first-run", "--disable-quic"])
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(f"http://127.0.0.1:{port}/", wait_until="load")
+            expect(page.locator("#predict")).to_be_visible(timeout=60_000)
+            page.locator("#radiograph input[type=file]").set_input_files(PHOTO)
+            page.locator("#predict").click()
+            details = page.locator("#details")
+            expect(details).to_contain_text("does not look like a radiograph", timeout=60_000)
+            expect(details).to_contain_text("not meaningful")
+            expect(page.locator("#probability")).to_contain_text("does not look like a radiograph")
+            page.screenshot(path=str(SHOTS / "browser_photo_flagged.png"), full_page=True)
+            page.reload(wait_until="load")
+            expect(page.locator("#predict")).to_be_visible(timeout=60_000)
+            page.locator("#radiograph input[type=file]").set_input_files(str(dataset / "test" / "fractured" / "0.jpg"))
+            expect(details).to_contain_text("P(fractured)", timeout=60_000)  # the upload predicts by itself
+            expect(details).not_to_contain_text("not meaningful")
+            page.get_by_role("tab", name="Compare").click()
+            expect(page.locator("#compare-radiograph")).to_contain_text(re.compile(r"0\s*\.jpg"), timeout=30_000)  # carried over
+            page.locator("#compare").click()
+            expect(page.locator("#agreement")).to_contain_text("Mean P(fractured) of 1 model ", timeout=60_000)
+            page.screenshot(path=str(SHOTS / "browser_compare.png"), full_page=True)
             browser.close()
     finally:
         demo.close()

@@ -17,7 +17,6 @@ from sklearn.metrics import (accuracy_score, balanced_accuracy_score, classifica
 
 from fracture_demo import load
 from fracture_demo.classifier import LABELS, FractureClassifier
-from fracture_demo.imaging import normalize
 
 from .data import ImageCache, ImageSet, default_split_file, fingerprint, groups_of, scan, split_samples
 
@@ -29,7 +28,7 @@ def predict_logits(clf: FractureClassifier, images: np.ndarray, batch_size: int 
     model = clf.model.to(device).eval()
     out = []
     for i in range(0, len(images), batch_size):
-        x = normalize(torch.from_numpy(images[i:i + batch_size]).to(device), clf.config["mean"], clf.config["std"])
+        x = clf.normalize(torch.from_numpy(images[i:i + batch_size]).to(device))
         with torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16, enabled=torch.device(device).type == "cuda"):
             out.append(model(x).float().flatten().cpu())
     return torch.cat(out).numpy() if out else np.zeros(0, np.float32)

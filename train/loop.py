@@ -237,7 +237,7 @@ def train(cfg: TrainConfig) -> dict:
             idx = order[i * cfg.batch_size:(i + 1) * cfg.batch_size].to(images.device)
             xb = augment(images[idx], gen, cfg.augment).to(dev, non_blocking=True)
             yb = y_all[idx].to(dev)
-            x = normalize(xb, clf.config["mean"], clf.config["std"])
+            x = clf.normalize(xb)
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             with torch.autocast(dev.type, dtype=amp or torch.float32, enabled=amp is not None):
@@ -245,7 +245,7 @@ def train(cfg: TrainConfig) -> dict:
                 loss = F.binary_cross_entropy_with_logits(logits, yb, pos_weight=pos_weight)
                 if teacher is not None:
                     with torch.no_grad():
-                        xt = normalize(xb, teacher_cfg["mean"], teacher_cfg["std"])
+                        xt = teacher_clf.normalize(xb)
                         if xt.shape[-1] != teacher_cfg["image_size"]:
                             xt = F.interpolate(xt, size=teacher_cfg["image_size"], mode="bilinear", align_corners=False)
                         soft = torch.sigmoid(teacher(xt).float().flatten() / cfg.distill_temperature)

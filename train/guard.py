@@ -1,0 +1,84 @@
+"""Fit a model's radiograph guard: ``python -m train.guard --model DIR --data DIR[:SPLIT_FILE] [--data ...]``.
+
+Fits the mean and shrunk covariance of the model's pooled features on the training radiographs of
+every data source given (each distinct file once), then sets the threshold so that at most 0.5% of
+each source's validation radiographs are flagged (the largest of the per-source thresholds), and
+writes ``guard.safetensors`` into the model folder (see fracture_demo/guard.py). ``DIR`` alone uses
+the folder split; ``DIR:SPLIT_FILE`` the audit's grouped split (Multi-Region).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fracture_demo import FractureClassifier, load
+from fracture_demo.guard import RadiographGuard, guard_features
+
+from .data import ImageCache, Sample, scan, split_samples
+
+VAL_QUANTILE = 99.5
+
+
+def source_splits(spec: str) -> dict[str, list[Sample]]:
+    """``DIR`` (its folder split) or ``DIR:SPLIT_FILE`` (a grouped split) -> samples per split."""
+    folder, _, split_file = spec.partition(":")
+    return split_samples(scan(folder), "grouped" if split_file else "official", split_file or None)
+
+
+@torch.no_grad()
+def features(clf: FractureClassifier, samples: list[Sample], cache: ImageCache, distinct: bool = False,
+             batch: int = 64) -> np.ndarray:
+    """The guard's features (fracture_demo.guard.guard_features) of each decodable sample; each content once
+    if ``distinct``."""
+    data = cache.load(samples)
+    keep = sorted({h: i for i, h in reversed(list(enumerate(data.hashes)))}.values()) if distinct else range(len(data))
+    images = data.images[list(keep)]
+    out = []
+    model = clf.unwrapped.eval()
+    for i in range(0, len(images), batch):
+        x = clf.normalize(torch.from_numpy(images[i:i + batch]))
+        with guard_features(model, clf.arch) as pooled:
+            model(x)
+        out.append(pooled[0])
+    return torch.cat(out).numpy() if out else np.zeros((0, 0), np.float32)
+
+
+def fit_guard(clf: FractureClassifier, sources: dict[str, dict[str, list[Sample]]], workers: int | None = None) -> RadiographGuard:
+    cache = ImageCache(clf.image_size, workers)
+    train = np.concatenate([features(clf, s["train"], cache, distinct=True) for s in sources.values()])
+    guard = RadiographGuard.fit(train)
+    per_source = {}
+    for name, splits in sources.items():
+        d = guard.distance(torch.from_numpy(features(clf, splits["val"], cache))).numpy()
+        per_source[name] = {"val_images": int(len(d)), "threshold": float(np.percentile(d, VAL_QUANTILE))}
+    guard.threshold = max(v["threshold"] for v in per_source.values())
+    guard.info = {"fit_on": f"train radiographs of {', '.join(sources)} ({len(train)} distinct)",
+                  "threshold": f"{VAL_QUANTILE}th percentile of validation distances, the largest over sources",
+                  "sources": per_source}
+    return guard
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m train.guard", description=__doc__.split("\n")[0])
+    ap.add_argument("--model", required=True, help="model folder to fit the guard for (written into it)")
+    ap.add_argument("--data", action="append", required=True, metavar="DIR[:SPLIT_FILE]",
+                    help="a data source in Kaggle's layout; repeat for several")
+    ap.add_argument("--workers", type=int, default=None)
+    args = ap.parse_args(argv)
+    try:
+        clf = load(args.model)
+        sources = {Path(spec.partition(":")[0]).name: source_splits(spec) for spec in args.data}
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    guard = fit_guard(clf, sources, args.workers)
+    print(f"wrote {guard.save(args.model)}: threshold {guard.threshold:.1f}; {guard.info}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
