@@ -16,6 +16,7 @@ import numpy as np
 from fracture_demo import ImageError, decode_image, get_spec
 from fracture_demo.explain import METHOD_LABELS, heatmap_image, overlay
 from fracture_demo.imaging import DISPLAY_SIDE
+from fracture_demo.runtime import usable_cores
 from fracture_demo.zoo import ModelZoo, discover, ensemble_label, supported_method
 
 ROOT = Path(__file__).resolve().parent
@@ -65,7 +66,7 @@ class FractureApp:
                  if p.radiograph is False else f"**{p.probability:.3f}**")
         details = (f"**{model}** ({clf.arch}): P(fractured) = {shown}, decision "
                    f"**{p.label}** at the threshold chosen on validation data ({p.threshold:.3f}, so it can differ "
-                   f"from the larger probability). {sureness(clf.flip_probabilities(decoded), p.threshold)} "
+                   f"from the larger probability). {sureness(e.flip_probabilities, p.threshold)} "
                    f"Map: {METHOD_LABELS[method]} of the evidence for *{e.target}*."
                    + "".join(f"\n\n⚠️ {w}" for w in p.warnings))
         label = {"does not look like a radiograph": 1.0} if p.radiograph is False else p.as_label_dict()
@@ -205,7 +206,9 @@ def build_app(zoo: ModelZoo) -> gr.Blocks:
             for name, card in _cards(zoo):
                 with gr.Accordion(f"Model card: {name}", open=False):
                     gr.Markdown(card)
-    demo.queue(default_concurrency_limit=2, max_size=64)
+    # each model computes one request at a time (its lock) on every core; decoding and encoding of other
+    # requests overlap with it: two per core measured best (bench/load_test.py, README "Speed")
+    demo.queue(default_concurrency_limit=2 * usable_cores(), max_size=64)
     return demo
 
 

@@ -48,6 +48,7 @@ class Explanation:
     heatmap: np.ndarray  # [0,1], same size as ``image``
     image: Image.Image  # the radiograph as shown
     overlay: Image.Image
+    flip_probabilities: list[float]  # P(fractured) of the image and its three flips (FractureClassifier.flip_probabilities)
 
 
 class FractureClassifier:
@@ -79,6 +80,8 @@ class FractureClassifier:
         state = {k: v.float() if v.is_floating_point() else v for k, v in load_file(folder / WEIGHTS_NAME).items()}
         model.load_state_dict(state)
         model.requires_grad_(False)  # inference only: CAMs differentiate w.r.t. the input, never write .grad
+        if get_spec(config["architecture"]).kind == "cnn":  # 25% faster on these CPUs (inputs follow the weights)
+            model = model.to(memory_format=torch.channels_last)
         clf = cls(model, config)
         clf.source = str(folder_or_id)
         clf.guard = RadiographGuard.load(folder)
@@ -144,32 +147,39 @@ class FractureClassifier:
             p = self.probability(self.model(x)).item()
         return self._prediction(p, decoded.warnings, pooled)
 
+    @staticmethod
+    def _with_flips(x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([x, x.flip(-1), x.flip(-2), x.flip(-1, -2)])
+
     @torch.no_grad()
     def flip_probabilities(self, image: ImageSource | Decoded) -> list[float]:
         """P(fractured) of the image and of its horizontal, vertical and double flips: a cheap measure of how
         sure the model is (a radiograph's side and orientation carry no diagnosis; the study trained on flips)."""
         x = self.preprocess(self.decode(image))
-        views = torch.cat([x, x.flip(-1), x.flip(-2), x.flip(-1, -2)])
         with self._lock:
-            return self.probability(self.model(views)).flatten().tolist()
+            return self.probability(self.model(self._with_flips(x))).flatten().tolist()
 
     def explain(self, image: ImageSource | Decoded, method: str = "gradcam", opacity: float = 0.5,
                 target: str | None = None) -> Explanation:
         """Prediction plus a heatmap of the evidence for ``target`` (default: the predicted class).
 
-        One forward pass gives both: the map's target class is decided from that pass's own output.
+        One forward pass gives both (the map's target class is decided from that pass's own output), and
+        the flipped views of :meth:`flip_probabilities` ride along in it (ScoreCAM aside: it would redo them).
         """
         decoded = self.decode(image)
         x = self.preprocess(decoded)
+        x = x if method == "scorecam" else self._with_flips(x)
         decide = ((lambda logit: int(self.probability(logit).item() >= self.threshold)) if target is None
                   else (lambda _logit: LABELS.index(target)))
         chosen = _explain.DecidedTarget(decide)
         with self._lock, self._guarded() as pooled:
             heat, logits = _explain.cam_map(self.model, self.arch, x, method, chosen)
-        pred = self._prediction(self.probability(logits).item(), decoded.warnings, pooled)
+        probs = self.probability(logits).flatten().tolist()
+        pred = self._prediction(probs[0], decoded.warnings, pooled)
         shown = display_image(decoded.image)
         heat = _explain.resize_map(heat, shown.size)
-        return Explanation(pred, method, LABELS[chosen.category], heat, shown, _explain.overlay(shown, heat, opacity))
+        return Explanation(pred, method, LABELS[chosen.category], heat, shown, _explain.overlay(shown, heat, opacity),
+                           probs if len(probs) > 1 else self.flip_probabilities(decoded))
 
 
 def load(folder_or_id: str | os.PathLike, revision: str | None = None) -> FractureClassifier:

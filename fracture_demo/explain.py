@@ -49,9 +49,11 @@ class DecidedTarget:
 
 def cam_map(model: nn.Module, arch: str, x: torch.Tensor, method: str,
             target: DecidedTarget) -> tuple[np.ndarray, torch.Tensor]:
-    """A [0,1] heatmap at the input's resolution for one image ``x`` (1x3xHxW), and the model's logits for it.
+    """A [0,1] heatmap at the input's resolution for the first image of ``x`` (Nx3xHxW), and the logits of all N.
 
-    Not thread-safe: hooks go on the shared module for the call (``FractureClassifier`` holds a lock).
+    Further images (e.g. flipped views) ride along in the same forward pass; their maps explain the first
+    image's class and are dropped. Not thread-safe: hooks go on the shared module for the call
+    (``FractureClassifier`` holds a lock).
     """
     if method == "attention_rollout":
         with _attention_probs(model) as probs, torch.no_grad():
@@ -68,7 +70,8 @@ def cam_map(model: nn.Module, arch: str, x: torch.Tensor, method: str,
             CAM_CLASSES[method](model=model, target_layers=[layer], reshape_transform=reshape_transform(arch, model)) as cam:
         if method == "scorecam":
             cam.batch_size = 32
-        heat = cam(input_tensor=x, targets=[target])[0]
+        followers = [DecidedTarget(lambda _logit: target.category) for _ in range(len(x) - 1)]  # asked after it
+        heat = cam(input_tensor=x, targets=[target, *followers])[0]
         logits = cam.outputs.detach()
     if target.category is None:  # EigenCAM never asks its target
         target(logits[0])
