@@ -316,3 +316,12 @@ def test_publish_pushes_every_bundled_folder_and_lists_it_in_the_front_matter(tr
     assert readme.read_text().count("me/fracture-alpha") == 1
     out = capsys.readouterr()
     assert "hf_secret" not in out.out + out.err
+
+
+@pytest.mark.parametrize("module", ["train.evaluate", "train.audit", "train.guard", "train.publish", "train.probe"])
+def test_every_cli_describes_itself(module, capsys):
+    import importlib
+    with pytest.raises(SystemExit):
+        importlib.import_module(module).main(["--help"])
+    doc = importlib.import_module(module).__doc__.split("\n")[0]
+    assert " ".join(doc.split(":")[0].split()) in " ".join(capsys.readouterr().out.split())

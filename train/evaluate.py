@@ -149,7 +149,7 @@ def format_report(m: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m train.evaluate", description=__doc__.split("\n")[1])
+    ap = argparse.ArgumentParser(prog="python -m train.evaluate", description=__doc__.split("\n")[0])
     ap.add_argument("--model", required=True, help="model folder or Hub id")
     ap.add_argument("--data-dir", required=True, help="folder in Kaggle's layout (only test/ is fine)")
     ap.add_argument("--split", default="test", choices=["train", "val", "test"])
