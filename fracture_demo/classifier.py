@@ -111,7 +111,10 @@ class FractureClassifier:
         return int(self.config["image_size"])
 
     def decode(self, image: ImageSource | Decoded) -> Decoded:
-        return image if isinstance(image, Decoded) else decode_image(image, draft_side=self.image_size)
+        """The radiograph as this model sees it: the same pixels whether given a path or an already decoded image."""
+        if isinstance(image, Decoded):
+            return image.at_draft_side(self.image_size)
+        return decode_image(image, draft_side=self.image_size)
 
     def normalize(self, batch: torch.Tensor) -> torch.Tensor:
         """uint8 (or [0,1]) N x 1 x S x S -> this model's normalised input."""
@@ -169,6 +172,7 @@ class FractureClassifier:
         decoded = self.decode(image)
         x = self.preprocess(decoded)
         x = x if method == "scorecam" else self._with_flips(x)
+        shown = display_image((image if isinstance(image, Decoded) else decoded).image)  # the caller's, if larger
         decide = ((lambda logit: int(self.probability(logit).item() >= self.threshold)) if target is None
                   else (lambda _logit: LABELS.index(target)))
         chosen = _explain.DecidedTarget(decide)
@@ -176,7 +180,6 @@ class FractureClassifier:
             heat, logits = _explain.cam_map(self.model, self.arch, x, method, chosen)
         probs = self.probability(logits).flatten().tolist()
         pred = self._prediction(probs[0], decoded.warnings, pooled)
-        shown = display_image(decoded.image)
         heat = _explain.resize_map(heat, shown.size)
         return Explanation(pred, method, LABELS[chosen.category], heat, shown, _explain.overlay(shown, heat, opacity),
                            probs if len(probs) > 1 else self.flip_probabilities(decoded))

@@ -38,6 +38,15 @@ class Decoded:
     image: Image.Image  # mode "L"
     warnings: list[str] = field(default_factory=list)
     source_format: str = ""
+    path: Path | None = None  # the file it came from, if any
+    draft_side: int | None = None  # a JPEG decoded at reduced scale for this side (its DCT did the downscaling)
+
+    def at_draft_side(self, side: int) -> "Decoded":
+        """This radiograph as :func:`decode_image` gives it for ``side``: a JPEG drafted for another side
+        (say, for display) is decoded again, so a model gets the same input from any caller."""
+        if self.source_format != "JPEG" or self.path is None or self.draft_side == side:
+            return self
+        return decode_image(self.path, draft_side=side)
 
 
 def _describe_non_image(head: bytes) -> str:
@@ -189,7 +198,9 @@ def decode_image(source: ImageSource, draft_side: int | None = None) -> Decoded:
         raise ImageError(f"no such file: {path}") from exc
     except IsADirectoryError as exc:
         raise ImageError(f"{path} is a folder, not an image") from exc
-    return _open_bytes(data, path.name, draft_side)
+    decoded = _open_bytes(data, path.name, draft_side)
+    decoded.path, decoded.draft_side = path, draft_side
+    return decoded
 
 
 def to_array(image: Image.Image, size: int) -> np.ndarray:

@@ -47,3 +47,12 @@ def test_every_encoding_gets_the_same_probability(tmp_path):
     ref = clf.predict(encodings["8bit.png"][0]).probability
     for name, (path, tol) in encodings.items():
         assert clf.predict(path).probability == pytest.approx(ref, abs=tol), name
+
+
+def test_the_app_and_the_library_give_one_answer_for_a_large_jpeg():
+    from app import FractureApp
+    zoo = ModelZoo(discover())
+    app = FractureApp(zoo)
+    probs, overlay, *_ = app.predict(EXAMPLE)  # the app decodes for display (1024 px), the library for the model
+    assert probs["fractured"] == pytest.approx(zoo.get(zoo.default).predict(EXAMPLE).probability, abs=1e-6)
+    assert max(overlay.size) > 1000, "the overlay keeps the display resolution"
