@@ -22,6 +22,7 @@ import math
 import os
 import platform
 import sys
+from pathlib import Path
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,7 @@ def usable_cores() -> int:
     except AttributeError:  # macOS, Windows
         cores = os.cpu_count() or 1
     try:
-        quota, period = open("/sys/fs/cgroup/cpu.max").read().split()[:2]
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
         if quota != "max":
             cores = min(cores, math.ceil(int(quota) / int(period)))
     except (OSError, ValueError):
