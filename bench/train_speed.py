@@ -5,7 +5,7 @@
 naive:    torchvision ImageFolder-style Dataset: PIL decode + resize + flips every image, every epoch,
           DataLoader with 2 workers, fp32.
 pipeline: what ``python -m train`` does: decode-once cache (train.data.ImageCache), batch augmentation
-          on tensors, channels-last memory format for CNNs, bf16 autocast.
+          on tensors, channels-last memory format for CNNs, bf16 autocast where `python -m train` uses it.
 Both include their decoding time; each runs in its own process (median of ``--repeats``), the naive one also once with
 fracture_demo's CPU tuning (fracture_demo/runtime.py) so that its share of the speed-up shows.
 """
@@ -28,6 +28,7 @@ from fracture_demo import FractureClassifier  # noqa: E402
 from fracture_demo.imaging import normalize  # noqa: E402
 from train.augment import augment  # noqa: E402
 from train.data import ImageCache, scan  # noqa: E402
+from train.loop import amp_dtype  # noqa: E402
 
 
 class NaiveDataset(torch.utils.data.Dataset):
@@ -69,7 +70,7 @@ def naive(samples, clf, epochs, bs):
 
 
 def pipeline(samples, clf, epochs, bs):
-    model, cfg = clf.model.train().to(memory_format=torch.channels_last), clf.config
+    amp = amp_dtype("auto", clf.arch, torch.device("cpu")) is not None  # what python -m train does    model, cfg = clf.model.train().to(memory_format=torch.channels_last), clf.config
     opt = torch.optim.AdamW(model.parameters(), 1e-4)
     t, n = time.perf_counter(), 0
     data = ImageCache(clf.image_size).load(samples)
@@ -81,7 +82,7 @@ def pipeline(samples, clf, epochs, bs):
             idx = order[i:i + bs]
             x = normalize(augment(images[idx], gen, "flip"), cfg["mean"], cfg["std"]).contiguous(
                 memory_format=torch.channels_last)
-            step(model, opt, x, labels[idx], True)
+            step(model, opt, x, labels[idx], amp)
             n += len(idx)
     return n / (time.perf_counter() - t)
 
@@ -116,7 +117,8 @@ def main() -> None:
           f"{torch.get_num_threads()} threads, median of {args.repeats} runs per side")
     print(f"naive          {a:8.1f} images/s  (decode+resize every epoch, fp32, default allocator)")
     print(f"naive + tuning {a_tuned:8.1f} images/s  (the same with fracture_demo's CPU tuning)")
-    print(f"pipeline       {b:8.1f} images/s  (decode once, batch augment, bf16, CPU tuning)")
+    amp = "bf16" if amp_dtype("auto", args.model, torch.device("cpu")) else "fp32"
+    print(f"pipeline       {b:8.1f} images/s  (decode once, batch augment, {amp} as python -m train, CPU tuning)")
     print(f"speed-up {b / a:.2f}x over naive, {b / a_tuned:.2f}x over naive + tuning")
 
 

@@ -325,3 +325,12 @@ def test_every_cli_describes_itself(module, capsys):
         importlib.import_module(module).main(["--help"])
     doc = importlib.import_module(module).__doc__.split("\n")[0]
     assert " ".join(doc.split(":")[0].split()) in " ".join(capsys.readouterr().out.split())
+
+
+def test_auto_precision_follows_the_registry_on_cpu_and_is_bf16_on_gpus():
+    import torch
+    from train.loop import amp_dtype
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")
+    assert amp_dtype("auto", "efficientnet_lite0", cpu) is None and amp_dtype("auto", "regnet", cpu) == torch.bfloat16
+    assert amp_dtype("auto", "efficientnet_lite0", gpu) == torch.bfloat16
+    assert amp_dtype("bf16", "mobilenetv3", cpu) == torch.bfloat16 and amp_dtype("none", "swin", gpu) is None

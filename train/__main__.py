@@ -39,7 +39,7 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     ap.add_argument("--balance", default=d["balance"], choices=["none", "radiograph"],
                     help="radiograph: sample each radiograph equally however many copies it has (and labels half and half)")
     ap.add_argument("--amp", default=d["amp"], choices=["auto", "bf16", "none"],
-                    help="auto (= bf16): bf16 autocast on GPUs and CPUs; none: fp32")
+                    help="auto: bf16 autocast on GPUs, and on CPUs for the families where it trains faster (registry cpu_bf16); none: fp32")
     ap.add_argument("--teacher", default=None, help="model folder to distil from (DeiT-style, soft targets)")
     ap.add_argument("--distill-alpha", type=float, default=d["distill_alpha"], help="weight of the teacher's loss")
     ap.add_argument("--distill-temperature", type=float, default=d["distill_temperature"])

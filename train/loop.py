@@ -78,10 +78,12 @@ def _setup_distributed(device: str) -> tuple[int, int, torch.device]:
     return rank, world, dev
 
 
-def _amp_dtype(cfg: TrainConfig) -> torch.dtype | None:
-    """bf16 unless told otherwise ("auto" = "bf16"): on GPUs, and on CPUs with bf16 units, where it
-    ran 2-4x faster here for EfficientNet, RegNet and the transformers (bench/train_speed.py)."""
-    return None if cfg.amp == "none" else torch.bfloat16
+def amp_dtype(amp: str, model: str, device: torch.device) -> torch.dtype | None:
+    """The autocast precision: "bf16", "none", or "auto" = bf16 on GPUs and, on CPUs, for the families where
+    it measured faster (bench/train_speed.py; the registry's ``cpu_bf16``)."""
+    if amp == "auto":
+        return torch.bfloat16 if device.type == "cuda" or get_spec(model).cpu_bf16 else None
+    return None if amp == "none" else torch.bfloat16
 
 
 def _init_from(clf: FractureClassifier, folder: str) -> str:
@@ -195,7 +197,7 @@ def train(cfg: TrainConfig) -> dict:
     teacher_clf = load(cfg.teacher) if cfg.teacher else None
     teacher = teacher_clf.model.to(dev).eval() if teacher_clf else None
     teacher_cfg = teacher_clf.config if teacher_clf else None
-    amp = _amp_dtype(cfg)
+    amp = amp_dtype(cfg.amp, cfg.model, dev)
     y_all = torch.from_numpy(train_set.labels)
     pos = float(y_all.sum())
     pos_weight = torch.tensor([(len(y_all) - pos) / max(pos, 1.0)], device=dev)
