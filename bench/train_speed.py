@@ -70,7 +70,8 @@ def naive(samples, clf, epochs, bs):
 
 
 def pipeline(samples, clf, epochs, bs):
-    amp = amp_dtype("auto", clf.arch, torch.device("cpu")) is not None  # what python -m train does    model, cfg = clf.model.train().to(memory_format=torch.channels_last), clf.config
+    amp = amp_dtype("auto", clf.arch, torch.device("cpu")) is not None  # what python -m train does
+    model, cfg = clf.model.train().to(memory_format=torch.channels_last), clf.config
     opt = torch.optim.AdamW(model.parameters(), 1e-4)
     t, n = time.perf_counter(), 0
     data = ImageCache(clf.image_size).load(samples)
