@@ -69,8 +69,8 @@ def naive(samples, clf, epochs, bs):
     return n / (time.perf_counter() - t)
 
 
-def pipeline(samples, clf, epochs, bs):
-    amp = amp_dtype("auto", clf.arch, torch.device("cpu")) is not None  # what python -m train does
+def pipeline(samples, clf, epochs, bs, amp_mode="auto"):
+    amp = amp_dtype(amp_mode, clf.arch, torch.device("cpu")) is not None  # "auto": what python -m train does
     model, cfg = clf.model.train().to(memory_format=torch.channels_last), clf.config
     opt = torch.optim.AdamW(model.parameters(), 1e-4)
     t, n = time.perf_counter(), 0
@@ -97,13 +97,15 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--only", choices=["naive", "pipeline"], default=None, help="run one side (bench/cpu_time.py)")
     ap.add_argument("--repeats", type=int, default=3, help="runs per side; the median is reported")
+    ap.add_argument("--amp", default="auto", choices=["auto", "bf16", "none"], help="the pipeline's precision (as python -m train)")
     args = ap.parse_args()
     samples = [s for s in scan(args.data_dir) if s.split == "train"]
     samples = samples[:: max(1, len(samples) // args.images)][: args.images]
     if args.only:
         torch.manual_seed(0)
-        speed = {"naive": naive, "pipeline": pipeline}[args.only](samples, FractureClassifier.new(args.model),
-                                                                   args.epochs, args.batch_size)
+        clf = FractureClassifier.new(args.model)
+        speed = (naive(samples, clf, args.epochs, args.batch_size) if args.only == "naive"
+                 else pipeline(samples, clf, args.epochs, args.batch_size, args.amp))
         print(f"{args.only} {speed:.2f} images/s")
         return
     speeds = {}
@@ -118,7 +120,7 @@ def main() -> None:
           f"{torch.get_num_threads()} threads, median of {args.repeats} runs per side")
     print(f"naive          {a:8.1f} images/s  (decode+resize every epoch, fp32, default allocator)")
     print(f"naive + tuning {a_tuned:8.1f} images/s  (the same with fracture_demo's CPU tuning)")
-    amp = "bf16" if amp_dtype("auto", args.model, torch.device("cpu")) else "fp32"
+    amp = "bf16" if amp_dtype(args.amp, args.model, torch.device("cpu")) else "fp32"
     print(f"pipeline       {b:8.1f} images/s  (decode once, batch augment, {amp} as python -m train, CPU tuning)")
     print(f"speed-up {b / a:.2f}x over naive, {b / a_tuned:.2f}x over naive + tuning")
 

@@ -69,10 +69,9 @@ class RadiographGuard:
 
     def warning(self, features: torch.Tensor) -> str | None:
         """The warning for one image's features, or None if it looks like the training radiographs."""
-        features = features.reshape(1, -1)
-        if not self.flags(features)[0]:
+        d = float(self.distance(features.reshape(1, -1))[0])
+        if d <= self.threshold:
             return None
-        d = float(self.distance(features)[0])
         return (f"{NOT_A_RADIOGRAPH} (feature distance {d:.0f} to the training radiographs, beyond {self.threshold:.0f}, "
                 "which 99.5% of validation radiographs stay within): the probability is not meaningful")
 

@@ -1,6 +1,6 @@
 """Fit a model's radiograph guard: ``python -m train.guard --model DIR --data DIR[:SPLIT_FILE] [--data ...]``.
 
-Fits the mean and shrunk covariance of the model's pooled features on the training radiographs of
+Fits the mean and shrunk covariance of the model's guard features on the training radiographs of
 every data source given (each distinct file once), then sets the threshold so that at most 0.5% of
 each source's validation radiographs are flagged (the largest of the per-source thresholds), and
 writes ``guard.safetensors`` into the model folder (see fracture_demo/guard.py). ``DIR`` alone uses
@@ -35,15 +35,17 @@ def features(clf: FractureClassifier, samples: list[Sample], cache: ImageCache, 
     """The guard's features (fracture_demo.guard.guard_features) of each decodable sample; each content once
     if ``distinct``."""
     data = cache.load(samples)
-    keep = sorted({h: i for i, h in reversed(list(enumerate(data.hashes)))}.values()) if distinct else range(len(data))
-    images = data.images[list(keep)]
+    first: dict[str, int] = {}
+    for i, h in enumerate(data.hashes):
+        first.setdefault(h, i)
+    images = data.images[list(first.values())] if distinct else data.images
     out = []
     model = clf.unwrapped.eval()
     for i in range(0, len(images), batch):
         x = clf.normalize(torch.from_numpy(images[i:i + batch]))
-        with guard_features(model, clf.arch) as pooled:
+        with guard_features(model, clf.arch) as captured:
             model(x)
-        out.append(pooled[0])
+        out.append(captured[0])
     return torch.cat(out).numpy() if out else np.zeros((0, 0), np.float32)
 
 
