@@ -16,13 +16,18 @@ import numpy as np
 from fracture_demo import ImageError, decode_image, get_spec
 from fracture_demo.explain import METHOD_LABELS, heatmap_image, overlay
 from fracture_demo.imaging import DISPLAY_SIDE
+from fracture_demo.outlines import Outlines
 from fracture_demo.runtime import usable_cores
 from fracture_demo.zoo import ModelZoo, discover, ensemble_label, supported_method
 
 ROOT = Path(__file__).resolve().parent
 EXAMPLES = sorted((ROOT / "assets" / "examples").glob("*.jpg")) + sorted((ROOT / "assets" / "examples").glob("*.png"))
-RESULTS_MD = ROOT / "assets" / "results" / "results.md"
-ROC_PNG = ROOT / "assets" / "results" / "roc.png"
+FRACATLAS_EXAMPLES = sorted((ROOT / "assets" / "examples" / "fracatlas").glob("*.jpg"))
+OUTLINED = ("Green outline: the fracture as drawn by FracAtlas's annotators (FracAtlas, Abedeen et al., Scientific "
+            "Data 2023, CC BY 4.0): does the map point at it?")
+RESULTS = ROOT / "assets" / "results"
+ROC_PNGS = {"ROC curves, Multi-Region grouped test": RESULTS / "roc.png",
+            "ROC curves, FracAtlas test": RESULTS / "roc_fracatlas.png"}
 NOTICE = ("**Research and teaching demo. Not a medical device.** It must not be used to diagnose, triage or "
           "treat anyone; its models were trained on a small public data set with known flaws (see About).")
 
@@ -30,8 +35,9 @@ NOTICE = ("**Research and teaching demo. Not a medical device.** It must not be 
 class FractureApp:
     """The app's behaviour, callable without a browser (the tests call it directly)."""
 
-    def __init__(self, zoo: ModelZoo) -> None:
+    def __init__(self, zoo: ModelZoo, outlines: Outlines | None = None) -> None:
         self.zoo = zoo
+        self.outlines = outlines if outlines is not None else Outlines.load()
 
     def _decode(self, path: str | None):
         if not path:
@@ -70,14 +76,19 @@ class FractureApp:
                    f"Map: {METHOD_LABELS[method]} of the evidence for *{e.target}*."
                    + "".join(f"\n\n⚠️ {w}" for w in p.warnings))
         label = {"does not look like a radiograph": 1.0} if p.radiograph is False else p.as_label_dict()
-        return label, e.overlay, heatmap_image(e.heatmap), details, (np.asarray(e.image), e.heatmap)
+        outline = self.outlines.find(image)
+        shown_overlay = outline.draw(e.overlay) if outline else e.overlay
+        if outline:
+            details += f"\n\n{OUTLINED}"
+        return label, shown_overlay, heatmap_image(e.heatmap), details, (np.asarray(e.image), e.heatmap, outline)
 
     def reblend(self, state, opacity: float):
         if not state:
             return None
         from PIL import Image
-        img, heat = state
-        return overlay(Image.fromarray(img), heat, opacity)
+        img, heat, outline = state
+        blended = overlay(Image.fromarray(img), heat, opacity)
+        return outline.draw(blended) if outline else blended
 
     def compare(self, image: str | None, method: str = "gradcam", models: list[str] | None = None, opacity: float = 0.5):
         """-> (table rows, gallery of overlays, ensemble probabilities); ``models``: None = all."""
@@ -98,13 +109,17 @@ class FractureApp:
         warning = self.zoo.radiograph_warning(decoded)
         if warning:
             agreement = f"⚠️ {warning[0].upper()}{warning[1:]}.\n\n{agreement}"
+        outline = self.outlines.find(image)
+        if outline:
+            agreement += f"\n\n{OUTLINED}"
         rows, gallery = [], []
         for name, e in zip(names, explanations):
             entry = self.zoo.entries[name]
-            acc, bal = entry.score("official test", "accuracy"), entry.score()
-            rows.append([name, f"{entry.split_mode or '?'} split", round(e.prediction.probability, 4), e.prediction.label,
-                         round(acc, 3) if acc is not None else None, round(bal, 3) if bal is not None else None])
-            gallery.append((e.overlay, f"{name}: {e.prediction.probability:.2f} ({METHOD_LABELS[e.method]})"))
+            scores = [entry.score("fracatlas test", "roc_auc"), entry.score(), entry.score("official test", "accuracy")]
+            rows.append([name, entry.trained_on, round(e.prediction.probability, 4), e.prediction.label,
+                         *(round(s, 3) if s is not None else None for s in scores)])
+            gallery.append((outline.draw(e.overlay) if outline else e.overlay,
+                            f"{name}: {e.prediction.probability:.2f} ({METHOD_LABELS[e.method]})"))
         return rows, gallery, ensemble_label(mean), agreement
 
 
@@ -118,9 +133,18 @@ def sureness(flip_probs: list[float], threshold: float) -> str:
 
 
 def _about(zoo: ModelZoo) -> str:
-    parts = [NOTICE, "## Results (bundled models)",
-             RESULTS_MD.read_text() if RESULTS_MD.is_file() else "_No results table generated yet._",
+    def table(name: str) -> str:
+        path = RESULTS / f"{name}.md"
+        return path.read_text() if path.is_file() else "_Not generated yet (`python -m train.report`)._"
+    parts = [NOTICE, "## Results (bundled models)", table("results"),
+             "## Will it work on radiographs from another hospital? Trained on one source, tested on the other",
+             table("matrix"),
+             "## Do the maps point at the fracture? Checked against FracAtlas's drawn outlines", table("localization"),
              "## The data and its caveats",
+             "FracAtlas (Abedeen et al., Scientific Data 10, 521, 2023; CC BY 4.0): 3,463 radiographs of hands, legs, "
+             "hips and shoulders from three hospitals in Bangladesh, 18% fractured, fractures outlined. Its split "
+             "here is the data set's own by groups, less 11 images with conflicting labels and 114 images also in "
+             "the Multi-Region set.",
              "Bone Fracture Multi-Region X-ray Data (Kaggle, bmadushanirodrigo; merging Bone Break Classifier by "
              "Mohan Kumar, bone_fracture by Abdelaziz Faramawy and fracture by Harsha Arya), ODC-By 1.0. "
              "Its official splits leak: 491 of the 506 test images are byte-identical to training images, and "
@@ -137,6 +161,15 @@ def _cards(zoo: ModelZoo) -> list[tuple[str, str]]:
         if readme.is_file():
             cards.append((name, re.sub(r"^---\n.*?\n---\n", "", readme.read_text(), flags=re.S)))
     return cards
+
+
+def examples(target: gr.File) -> None:
+    """Both example sets, feeding ``target``: FracAtlas's (with drawn outlines) and the Multi-Region set's."""
+    if FRACATLAS_EXAMPLES:
+        gr.Examples([[str(p)] for p in FRACATLAS_EXAMPLES], inputs=[target],
+                    label="FracAtlas test radiographs (CC BY 4.0; fractures outlined by its annotators)")
+    if EXAMPLES:
+        gr.Examples([[str(p)] for p in EXAMPLES], inputs=[target], label="Multi-Region test radiographs (ODC-By)")
 
 
 def build_app(zoo: ModelZoo) -> gr.Blocks:
@@ -160,8 +193,7 @@ def build_app(zoo: ModelZoo) -> gr.Blocks:
                                          allow_custom_value=True)
                     opacity = gr.Slider(0, 1, value=0.5, step=0.05, label="Overlay opacity")
                     run = gr.Button("Predict", variant="primary", elem_id="predict")
-                    if EXAMPLES:
-                        gr.Examples([[str(p)] for p in EXAMPLES], inputs=[file], label="Examples (from the data set, ODC-By)")
+                    examples(file)
                 with gr.Column(scale=2):
                     label = gr.Label(num_top_classes=2, label="Calibrated probability", elem_id="probability")
                     details = gr.Markdown(elem_id="details")
@@ -185,15 +217,14 @@ def build_app(zoo: ModelZoo) -> gr.Blocks:
                 cmethod = gr.Dropdown([(METHOD_LABELS[m], m) for m in ("gradcam", "gradcam++", "hirescam", "eigencam")],
                                       value="gradcam", label="Explanation (Grad-CAM where a model lacks it)")
                 crun = gr.Button("Compare models", variant="primary", elem_id="compare")
-            cmodels = gr.CheckboxGroup(zoo.names, value=zoo.held_out_names or zoo.names, label=(
-                "Models (ticked: those trained on the grouped split; the *_official twins trained on the "
-                "official split, which leaks, and saw nearly every test image)"))
-            if EXAMPLES:
-                gr.Examples([[str(p)] for p in EXAMPLES], inputs=[cfile], label="Examples (from the data set, ODC-By)")
+            cmodels = gr.CheckboxGroup(zoo.names, value=zoo.preferred_names or zoo.names, label=(
+                "Models (ticked: the app's models, trained on both data sources; the *_official twins trained on the "
+                "Multi-Region official split, which leaks, and saw nearly every test image of it)"))
+            examples(cfile)
             ensemble = gr.Label(num_top_classes=2, label="Ensemble (mean of the ticked models)")
             agreement = gr.Markdown(elem_id="agreement")
-            table = gr.Dataframe(headers=["model", "trained on", "P(fractured)", "decision", "official acc",
-                                          "grouped bal. acc"], label="Each model on this image")
+            table = gr.Dataframe(headers=["model", "trained on", "P(fractured)", "decision", "FracAtlas ROC AUC",
+                                          "grouped bal. acc", "official acc"], label="Each model on this image")
             gallery = gr.Gallery(label="Where each model looked", columns=4)
             crun.click(app.compare, [cfile, cmethod, cmodels], [table, gallery, ensemble, agreement], api_name="compare")
             # one upload serves both tabs: Predict's radiograph (uploaded, example or camera) is Compare's too
@@ -201,8 +232,9 @@ def build_app(zoo: ModelZoo) -> gr.Blocks:
             cfile.upload(lambda p: p, cfile, file, api_visibility="private")
         with gr.Tab("About"):
             gr.Markdown(_about(zoo))
-            if ROC_PNG.is_file():
-                gr.Image(str(ROC_PNG), label="ROC curves (grouped test split)", interactive=False)
+            for title, png in ROC_PNGS.items():
+                if png.is_file():
+                    gr.Image(str(png), label=title, interactive=False)
             for name, card in _cards(zoo):
                 with gr.Accordion(f"Model card: {name}", open=False):
                     gr.Markdown(card)

@@ -35,9 +35,26 @@ class ZooEntry:
         return (self.config or {}).get("data", {}).get("split_mode")
 
     @property
+    def sources(self) -> list[str]:
+        """The data sources it trained on (several for the app's models; none recorded for one-folder runs)."""
+        return sorted((self.config or {}).get("data", {}).get("sources") or [])
+
+    @property
+    def trained_on(self) -> str:
+        return " + ".join(self.sources) if self.sources else f"{self.split_mode or '?'} split"
+
+    @property
+    def merit(self) -> float | None:
+        """Mean balanced accuracy over the held-out test sets it was scored on (the default's criterion)."""
+        scores = [s for s in (self.score("fracatlas test"), self.score("grouped test")) if s is not None]
+        return float(np.mean(scores)) if scores else None
+
+    @property
     def label(self) -> str:
-        acc, bal = self.score("official test", "accuracy"), self.score()
-        parts = [f"official acc {acc:.3f}" if acc is not None else "", f"grouped bal. acc {bal:.3f}" if bal is not None else ""]
+        auc, bal = self.score("fracatlas test", "roc_auc"), self.score()
+        acc = self.score("official test", "accuracy") if self.split_mode == "official" else None
+        parts = [f"FracAtlas ROC AUC {auc:.3f}" if auc is not None else "", f"grouped bal. acc {bal:.3f}" if bal is not None else "",
+                 f"official acc {acc:.3f}, leaky split" if acc is not None else ""]
         extra = ", ".join(p for p in parts if p)
         return f"{self.name} ({extra})" if extra else self.name
 
@@ -58,7 +75,7 @@ def discover(extra: list[str] | None = None, bundled: Path = BUNDLED_DIR) -> lis
 
 
 class ModelZoo:
-    """Lazily loads each model once (thread-safe); the default is the best on the grouped split."""
+    """Lazily loads each model once (thread-safe); the default is the best of those trained on the most sources."""
 
     def __init__(self, entries: list[ZooEntry]) -> None:
         self.entries = {e.name: e for e in entries}
@@ -73,7 +90,8 @@ class ModelZoo:
     def default(self) -> str | None:
         if not self.entries:
             return None
-        return max(self.entries.values(), key=lambda e: (e.score() or -1.0, e.score("official test", "accuracy") or -1)).name
+        return max(self.entries.values(), key=lambda e: (len(e.sources), e.merit or -1.0,
+                                                         e.score("official test", "accuracy") or -1)).name
 
     def get(self, name: str) -> FractureClassifier:
         if name not in self.entries:
@@ -87,6 +105,12 @@ class ModelZoo:
     def held_out_names(self) -> list[str]:
         """Models trained on the grouped split (the others saw nearly every test image)."""
         return [n for n, e in self.entries.items() if e.split_mode != "official"]
+
+    @property
+    def preferred_names(self) -> list[str]:
+        """The models the app offers first: held out from the leak, trained on the most sources."""
+        most = max((len(self.entries[n].sources) for n in self.held_out_names), default=0)
+        return [n for n in self.held_out_names if len(self.entries[n].sources) == most]
 
     def radiograph_warning(self, image: ImageSource | Decoded) -> str | None:
         """The default model's guard on this image: its warning if the image does not look like a radiograph,

@@ -6,6 +6,8 @@
 #   scripts/train_zoo.sh official DATA OUT       # every family's twin on the official split, for the published comparison
 #   scripts/train_zoo.sh balance DATA OUT        # the radiograph-balanced sampling experiment (not bundled)
 #   scripts/train_zoo.sh guard DATA OUT          # the default model's radiograph guard (FRACATLAS: its folder)
+#   scripts/train_zoo.sh sampling DATA OUT       # EfficientNet-Lite0 on both sources: source-balanced vs plain sampling, and FracAtlas alone
+#   scripts/train_zoo.sh both DATA OUT           # the other families on both sources (the app's models)
 # DATA: Kaggle-layout folder with grouped_split.csv (python -m train.audit); OUT: parent of model folders.
 # ViT and Swin distil from OUT/$TEACHER (default efficientnet_lite0), as DeiT did; train it first.
 set -uo pipefail
@@ -20,6 +22,14 @@ transformers() {  # from scratch: low lr and a real warm-up (at 1e-3 with none t
     run $m --epochs 40 --warmup-epochs 4 --batch-size 128 --lr 2e-4 --patience 40 --teacher "${TEACHER_DIR:-$out/$teacher}" \
       --time-budget ${GPU_BUDGET_T:-2.0}; ${ON_DONE:-true} $m
   done
+}
+sources=(--data "bone-fracture=$data:${SPLIT_FILE:-$data/grouped_split.csv}"
+         --data "fracatlas=${FRACATLAS:-data/fracatlas}:${FRACATLAS_SPLIT:-assets/splits/fracatlas_split.csv}")
+both() {  # both MODEL FOLDER MINUTES [args]: both sources, threshold at >= 90% validation sensitivity
+  python -m train "${sources[@]}" --output-dir "$out/$2" --model "$1" --epochs ${EPOCHS:-8} --batch-size 32 --lr ${LR:-5e-4} \
+    --warmup-epochs 0.3 --patience 8 --time-budget $3 --min-sensitivity 0.9 --half --seed 0 --bootstrap ${BOOTSTRAP:-1000} "${@:4}" \
+    || echo "FAILED: $2" >&2
+  ${ON_DONE:-true} $2
 }
 case $stage in
   cpu)  # ImageNet-started CNNs that train at 50-180 img/s on 2 CPU cores (bf16, channels-last)
@@ -70,5 +80,17 @@ case $stage in
   guard)  # the app's "does not look like a radiograph": fitted on train radiographs of both sources, thresholded on val
     python -m train.guard --model "$out/efficientnet_lite0" --data "$data:${SPLIT_FILE:-$data/grouped_split.csv}" \
       --data "${FRACATLAS:-data/fracatlas}" ;;
-  *) echo "usage: $0 cpu|gpu|transformers|official|balance|guard DATA OUT" >&2; exit 2 ;;
+  sampling)  # issue 11: which sampling keeps ~7,300 Multi-Region files (~525 radiographs) from drowning FracAtlas's ~2,350
+    for b in source none; do
+      both efficientnet_lite0 efficientnet_lite0_both_$b ${BUDGET:-14} --pretrained local --balance $b
+    done
+    python -m train --data "${sources[3]}" --output-dir "$out/efficientnet_lite0_fracatlas" --model efficientnet_lite0 \
+      --pretrained local --epochs 12 --batch-size 32 --lr 5e-4 --warmup-epochs 0.5 --patience 12 --time-budget ${BUDGET:-14} \
+      --min-sensitivity 0.9 --half --seed 0 || echo "FAILED: efficientnet_lite0_fracatlas" >&2 ;;
+  both)  # ImageNet-started families from ImageNet; the from-scratch ones continue from their grouped model (INIT_DIR)
+    for m in regnet mobilenetv3; do both $m $m ${BUDGET:-10} --pretrained local --balance source; done
+    for m in ${FAMILIES:-custom_cnn wide_resnet vgg19 vit swin}; do
+      both $m $m ${BUDGET:-8} --balance source --init-from "${INIT_DIR:-assets/models}/$m"
+    done ;;
+  *) echo "usage: $0 cpu|gpu|transformers|official|balance|guard|sampling|both DATA OUT" >&2; exit 2 ;;
 esac

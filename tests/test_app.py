@@ -198,3 +198,28 @@ def test_launched_app_via_gradio_client(zoo, xray):
         assert len(table["data"]) == 2
     finally:
         demo.close()
+
+
+def test_a_known_example_shows_its_drawn_outline_over_the_map(zoo, xray, tmp_path):
+    """FracAtlas examples carry their annotators' outline: drawn over the map in Predict, Compare and re-blends."""
+    import hashlib
+
+    from fracture_demo.outlines import Outlines
+    w, h = Image.open(xray).size
+    sha = hashlib.sha256(open(xray, "rb").read()).hexdigest()
+    outlines = Outlines({sha: {"polygons": [[w * 0.2, h * 0.2, w * 0.8, h * 0.2, w * 0.8, h * 0.8, w * 0.2, h * 0.8]],
+                               "size": [w, h], "credit": "test"}})
+    app = FractureApp(zoo, outlines)
+
+    def green(img):
+        a = np.asarray(img.convert("RGB")).astype(int)
+        return int(((a[..., 1] > 200) & (a[..., 0] < 60) & (a[..., 2] > 60) & (a[..., 2] < 160)).sum())
+    _, over, _, details, state = app.predict(xray, "tiny")
+    assert green(over) > 20 and "drawn by FracAtlas's annotators" in details
+    assert green(app.reblend(state, 0.9)) > 20
+    _, gallery, _, agreement = app.compare(xray, "gradcam", ["tiny"])
+    assert green(gallery[0][0]) > 20 and "annotators" in agreement
+    other = tmp_path / "other.png"
+    Image.open(xray).rotate(90).save(other)  # any other file: no outline
+    _, over, _, details, _ = app.predict(str(other), "tiny")
+    assert green(over) <= 5 and "annotators" not in details

@@ -151,7 +151,8 @@ def test_audit_and_grouped_split(dataset, tmp_path, capsys):
 
 
 def test_balanced_weights_count_each_radiograph_once():
-    from train.audit import balanced_weights, radiograph_key
+    from train.audit import radiograph_key
+    from train.sampling import balanced_weights
     from train.data import Sample
     names = [("fractured", n) for n in ["12.jpg", "12-rotated1.jpg", "12-rotated2 (1).jpg", "012 - Copy.jpg", "7.jpg"]]
     names += [("not fractured", n) for n in ["a.png", "a (2).png", "12.jpg"]]

@@ -11,13 +11,16 @@ from dataclasses import fields
 from fracture_demo import list_models
 
 from .loop import TrainConfig, train
+from .sampling import BALANCE
 
 
 def parse_args(argv: list[str] | None = None) -> TrainConfig:
     d = {f.name: f.default for f in fields(TrainConfig)}
     ap = argparse.ArgumentParser(prog="python -m train", description=__doc__.split("\n")[0])
     ap.add_argument("--model", required=True, choices=list_models())
-    ap.add_argument("--data-dir", required=True, help="folder in Kaggle's layout: {train,val,test}/{fractured,not fractured}/")
+    ap.add_argument("--data-dir", default="", help="folder in Kaggle's layout: {train,val,test}/{fractured,not fractured}/")
+    ap.add_argument("--data", action="append", default=[], metavar="NAME=DIR[:SPLIT_FILE]",
+                    help="a named data source with its split file (repeat to train on several; replaces --data-dir)")
     ap.add_argument("--output-dir", required=True, help="model folder to write (Hub-shaped)")
     ap.add_argument("--epochs", type=int, default=d["epochs"])
     ap.add_argument("--batch-size", type=int, default=d["batch_size"])
@@ -36,8 +39,11 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     ap.add_argument("--warmup-epochs", type=float, default=d["warmup_epochs"])
     ap.add_argument("--augment", default=d["augment"], choices=["strong", "flip"],
                     help="flip: the study's flips only; strong: + any-angle rotation, zoom, contrast")
-    ap.add_argument("--balance", default=d["balance"], choices=["none", "radiograph"],
-                    help="radiograph: sample each radiograph equally however many copies it has (and labels half and half)")
+    ap.add_argument("--balance", default=d["balance"], choices=list(BALANCE),
+                    help="radiograph: sample each radiograph equally however many copies it has (and labels half and half); "
+                         "source: every source equally, each radiograph in it once however many copies it has")
+    ap.add_argument("--min-sensitivity", type=float, default=None,
+                    help="decision threshold: the highest whose validation sensitivity reaches this (default: max balanced accuracy)")
     ap.add_argument("--amp", default=d["amp"], choices=["auto", "bf16", "none"],
                     help="auto: bf16 autocast on GPUs, and on CPUs for the families where it trains faster (registry cpu_bf16); none: fp32")
     ap.add_argument("--teacher", default=None, help="model folder to distil from (DeiT-style, soft targets)")
@@ -53,7 +59,10 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     ap.add_argument("--push-to-hub", default=None, metavar="REPO_ID", help="upload the model folder when done")
     ap.add_argument("--private", action="store_true")
     ap.add_argument("--device", default="auto")
-    return TrainConfig(**{k.replace("-", "_"): v for k, v in vars(ap.parse_args(argv)).items()})
+    args = ap.parse_args(argv)
+    if bool(args.data) == bool(args.data_dir):
+        ap.error("give --data-dir or one or more --data NAME=DIR[:SPLIT_FILE]")
+    return TrainConfig(**{k.replace("-", "_"): v for k, v in vars(args).items()})
 
 
 def main(argv: list[str] | None = None) -> int:

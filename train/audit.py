@@ -77,16 +77,6 @@ def radiograph_key(s: Sample) -> tuple[int, str]:
     return (s.label, _number(m) if m else stem(name).lower())
 
 
-def balanced_weights(samples: list[Sample]) -> np.ndarray:
-    """Sampling weights under which every radiograph counts once however many copies it has, and
-    both labels weigh half: the grouped training side is ~300 radiographs, a few in 150-220 copies."""
-    keys = [radiograph_key(s) for s in samples]
-    copies = Counter(keys)
-    per_label = Counter(k[0] for k in copies)  # distinct radiographs per label
-    w = np.array([1.0 / (copies[k] * per_label[k[0]] * len(per_label)) for k in keys])
-    return w / w.sum()
-
-
 def name_edges(samples: list[Sample]) -> list[tuple[int, int, str]]:
     """Edges from the file-name rules (family, copy-name, run, figure)."""
     edges = []

@@ -28,9 +28,10 @@ class Sample:
     rel: str  # "split/label/file": the identity split files and reports use
     label: int  # 1 = fractured
     split: str  # the official (folder) split
+    source: str = ""  # the data source's name where several train together (train.sources)
 
 
-def scan(data_dir: str | os.PathLike) -> list[Sample]:
+def scan(data_dir: str | os.PathLike, source: str = "") -> list[Sample]:
     """Every file under ``D/{train,val,test}/{fractured,not fractured}/`` (any subset of splits)."""
     root = Path(data_dir)
     samples = []
@@ -41,7 +42,7 @@ def scan(data_dir: str | os.PathLike) -> list[Sample]:
                 continue
             for path in sorted(folder.iterdir()):
                 if path.is_file() and not path.name.startswith("."):
-                    samples.append(Sample(path, f"{split}/{label}/{path.name}", label_idx, split))
+                    samples.append(Sample(path, f"{split}/{label}/{path.name}", label_idx, split, source))
     if not samples:
         raise FileNotFoundError(f"no images under {root}: expected {root}/<train|val|test>/<fractured|not fractured>/")
     return samples
@@ -73,7 +74,7 @@ def split_samples(samples: list[Sample], mode: str = "official",
 def groups_of(samples: list[Sample], split_file: str | os.PathLike | None) -> list[str]:
     """Group id of each sample (its own path when no split file is known): the bootstrap's unit."""
     table = read_split_file(split_file) if split_file and Path(split_file).is_file() else {}
-    return [table.get(s.rel, ("", s.rel))[1] for s in samples]
+    return [s.source + table.get(s.rel, ("", s.rel))[1] for s in samples]
 
 
 def sha256_file(path: Path) -> str:

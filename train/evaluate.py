@@ -61,12 +61,14 @@ def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
     return float(np.clip(log_t.exp().item(), 0.05, 20.0))
 
 
-def choose_threshold(y: np.ndarray, p: np.ndarray) -> float:
-    """Threshold maximising balanced accuracy (Youden's J) on validation data."""
+def choose_threshold(y: np.ndarray, p: np.ndarray, min_sensitivity: float | None = None) -> float:
+    """Threshold maximising balanced accuracy (Youden's J) on validation data, or, for an operating
+    point where a missed fracture costs more than a second look, the highest one whose sensitivity
+    is at least ``min_sensitivity``."""
     if len(np.unique(y)) < 2:
         return 0.5
     fpr, tpr, thr = roc_curve(y, p)
-    best = int(np.argmax(tpr - fpr))
+    best = int(np.argmax(tpr >= min_sensitivity)) if min_sensitivity else int(np.argmax(tpr - fpr))
     return float(np.clip(thr[best], 1e-6, 1 - 1e-6))
 
 

@@ -6,11 +6,10 @@ weights are the model folder's ``model.safetensors``.
 """
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -22,11 +21,13 @@ from fracture_demo import FractureClassifier, get_spec, load
 from fracture_demo.imaging import normalize
 from fracture_demo.registry import count_parameters, resolve_pretrained
 
-from .audit import balanced_weights
 from .augment import augment
-from .data import ImageCache, default_split_file, fingerprint, groups_of, scan, split_samples
-from .evaluate import choose_threshold, evaluate_set, fit_temperature, headline, predict_logits
-from .report import git_commit
+from .data import ImageCache, default_split_file, fingerprint, scan
+from .evaluate import predict_logits
+from .finalize import finalize
+from .card import git_commit
+from .sampling import BALANCE, sample_weights
+from .sources import Source, from_legacy, source_names, split_sources
 from .state import load_state, save_state
 
 
@@ -49,7 +50,7 @@ class TrainConfig:
     patience: int = 5
     warmup_epochs: float = 1.0
     augment: str = "strong"
-    balance: str = "none"  # none: every file once per epoch; radiograph: copies of one radiograph share its weight
+    balance: str = "none"  # train.sampling: none | radiograph | source
     amp: str = "auto"
     teacher: str | None = None
     distill_alpha: float = 0.5
@@ -62,6 +63,14 @@ class TrainConfig:
     push_to_hub: str | None = None
     private: bool = False
     device: str = "auto"
+    data: list[str] = field(default_factory=list)  # NAME=DIR[:SPLIT_FILE] sources (train.sources); else data_dir
+    min_sensitivity: float | None = None  # threshold: the highest with at least this val sensitivity (else Youden)
+
+    def sources(self) -> list[Source]:
+        if self.data:
+            return [Source.parse(d) for d in self.data]
+        split_file = self.split_file or (str(default_split_file(self.data_dir)) if self.split_mode == "grouped" else None)
+        return [from_legacy(self.data_dir, self.split_mode, split_file)]
 
 
 def _setup_distributed(device: str) -> tuple[int, int, torch.device]:
@@ -143,15 +152,16 @@ def _log(rank: int, msg: str) -> None:
 
 def train(cfg: TrainConfig) -> dict:
     """Train ``cfg.model``; returns the final metrics (or the state of an interrupted run)."""
-    if cfg.balance not in ("none", "radiograph"):  # before minutes of decoding, not after
-        raise ValueError(f"balance must be none or radiograph, not {cfg.balance!r}")
+    if cfg.balance not in BALANCE:  # before minutes of decoding, not after
+        raise ValueError(f"balance must be one of {', '.join(BALANCE)}, not {cfg.balance!r}")
     rank, world, dev = _setup_distributed(cfg.device)
     out = Path(cfg.output_dir)
-    split_file = cfg.split_file or (str(default_split_file(cfg.data_dir)) if cfg.split_mode == "grouped" else None)
-    samples = scan(cfg.data_dir)
-    splits = split_samples(samples, cfg.split_mode, split_file)
+    sources = cfg.sources()
+    splits, crossed = split_sources(sources)
     if not splits["train"] or not splits["val"]:
-        raise ValueError(f"{cfg.split_mode} split of {cfg.data_dir} needs train and val images")
+        raise ValueError(f"the split of {source_names(sources) or cfg.data_dir} needs train and val images")
+    for s in crossed:
+        _log(rank, f"not scored: {s.source}:{s.rel} (the same bytes are on a training side)")
 
     torch.manual_seed(cfg.seed)
     _, pretrained_label = resolve_pretrained(cfg.model, cfg.pretrained)
@@ -162,8 +172,11 @@ def train(cfg: TrainConfig) -> dict:
     clf.config.update(
         training={k: v for k, v in asdict(cfg).items() if k not in ("push_to_hub", "private", "device", "resume")},
         pretrained_source=pretrained_label,
-        data={"fingerprint": fingerprint(samples), "split_mode": cfg.split_mode,
-              "split_file": Path(split_file).name if split_file else None,
+        data={"fingerprint": fingerprint([x for src in sources for x in scan(src.root, src.name)]), "split_mode": cfg.split_mode,
+              "split_file": sources[0].split_file.name if sources[0].split_file and not cfg.data else None,
+              "sources": {src.name: {"split_file": src.split_file.name if src.split_file else None,
+                                     "counts": {s: sum(x.source == src.name for x in v) for s, v in splits.items()}}
+                          for src in sources} if cfg.data else None,
               "counts": {s: len(v) for s, v in splits.items()}},
         parameters=count_parameters(clf.model),
         code_commit=git_commit(),
@@ -199,11 +212,12 @@ def train(cfg: TrainConfig) -> dict:
     teacher_cfg = teacher_clf.config if teacher_clf else None
     amp = amp_dtype(cfg.amp, cfg.model, dev)
     y_all = torch.from_numpy(train_set.labels)
-    pos = float(y_all.sum())
-    pos_weight = torch.tensor([(len(y_all) - pos) / max(pos, 1.0)], device=dev)
-    weights = None
+    drawn = sample_weights(train_set.samples, cfg.balance)
+    weights = torch.from_numpy(drawn) if drawn is not None else None
+    pos = float(y_all.sum()) / len(y_all) if weights is None else float((weights * y_all.double()).sum())
+    pos_weight = torch.tensor([(1 - pos) / max(pos, 1e-6)], device=dev)  # labels weigh the same in the loss
     if cfg.balance == "radiograph":  # labels are drawn half and half already
-        weights, pos_weight = torch.from_numpy(balanced_weights(train_set.samples)), None
+        pos_weight = None
     images = torch.from_numpy(train_set.images)
     if dev.type == "cuda":
         images, y_all = images.to(dev), y_all.to(dev)
@@ -295,53 +309,8 @@ def train(cfg: TrainConfig) -> dict:
         _log(rank, f"time limit reached after epoch {len(history)}; continue with --resume")
         result["status"] = "interrupted"
     elif rank == 0:
-        result = finalize(cfg, out, cache, splits, split_file, history, stop_reason, dev)
+        result = finalize(cfg, out, cache, splits, sources, history, stop_reason, dev)
     if world > 1:
         dist.barrier()
         dist.destroy_process_group()
     return result
-
-
-def finalize(cfg: TrainConfig, out: Path, cache: ImageCache, splits: dict, split_file: str | None,
-             history: list[dict], stop_reason: str, dev: torch.device) -> dict:
-    """Best weights -> calibrate on val -> score test splits -> metrics, plots, model card, push."""
-    from .report import write_model_card, write_plots
-
-    clf = load(out)
-    clf.model.to(dev)
-    val_set = cache.load(splits["val"])
-    val_logits = predict_logits(clf, val_set.images, device=dev)
-    temperature = fit_temperature(val_logits, val_set.labels)
-    clf.config["temperature"] = temperature
-    val_p = clf.probability(torch.from_numpy(val_logits)).numpy()
-    clf.config["threshold"] = choose_threshold(val_set.labels, val_p)
-    train_hashes = set(cache.load(splits["train"]).hashes)
-    results = {"val": evaluate_set(clf, val_set, device=dev)[0]}
-    curves = {}
-    test_sets = {f"{cfg.split_mode} test": splits["test"]}
-    if cfg.split_mode == "grouped":
-        test_sets["official test"] = [s for s in scan(cfg.data_dir) if s.split == "test"]
-    for name, samples in test_sets.items():
-        if not samples:
-            continue
-        data = cache.load(samples)
-        groups = groups_of(data.samples, split_file) if split_file else None
-        m, p = evaluate_set(clf, data, groups, cfg.bootstrap, device=dev)
-        m["seen_in_training"] = int(sum(h in train_hashes for h in data.hashes))
-        results[name] = m
-        curves[name] = (data.labels, p)
-    metrics = {"model": cfg.model, "results": results, "history": history, "stop_reason": stop_reason,
-               "temperature": temperature, "threshold": clf.config["threshold"]}
-    clf.config["metrics"] = {k: headline(v) for k, v in results.items()}
-    clf.save_pretrained(out, half=cfg.half)
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    write_plots(out, history, results, curves)
-    write_model_card(out, clf.config, metrics)
-    for name, m in results.items():
-        print(f"{name}: accuracy {m['accuracy']:.4f}  balanced {m['balanced_accuracy']:.4f}  "
-              f"AUC {m['roc_auc']:.4f}  ECE {m['ece']:.4f}", file=sys.stderr)
-    if cfg.push_to_hub:
-        from fracture_demo.hub import push_folder
-        url = push_folder(out, cfg.push_to_hub, private=cfg.private)
-        print(f"pushed {out} to {url}", file=sys.stderr)
-    return metrics

@@ -1,162 +1,28 @@
-"""Model cards, plots and the README's results table, all generated from files a run wrote.
+"""The README's results, cross-source matrix and localisation tables, re-scored from the bundled weights.
 
-``python -m train.report --models assets/models --data-dir D --split-file F`` re-scores every
-bundled model, writes ``assets/results/results.json``, ``roc.png`` and the table between the
-``<!-- results:start -->`` markers of README.md.
+``python -m train.report --data bone-fracture=D:F --data fracatlas=D:F --annotations A`` scores every
+model folder under ``--models`` on the Multi-Region official test, its grouped test and the FracAtlas
+test (per body region too), checks each model's maps against FracAtlas's drawn fracture boxes, and
+writes ``assets/results/`` (results.json, roc.png, roc_fracatlas.png) and the tables between the
+``<!-- results:start -->``, ``<!-- matrix:start -->`` and ``<!-- localization:start -->`` markers of README.md.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import time
 from pathlib import Path
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from sklearn.metrics import roc_curve  # noqa: E402
+from .card import _fmt_ci, git_commit, roc_plot, write_model_card
+from .evaluate import headline
 
-from fracture_demo.classifier import LABELS  # noqa: E402
-
-from .evaluate import headline  # noqa: E402
-
-DATASET_CREDIT = (
-    "Bone Fracture Multi-Region X-ray Data (Kaggle, bmadushanirodrigo), which merges Bone Break Classifier "
-    "(Mohan Kumar), bone_fracture (Abdelaziz Faramawy) and fracture (Harsha Arya). Licensed under the Open "
-    "Data Commons Attribution License (ODC-By) 1.0; these weights are derived from it.")
 #: The original study's accuracy on the official 506-image test split.
 STUDY_ACCURACY = {"custom_cnn": 0.94, "vgg19": 0.89, "mobilenetv3": 0.81, "regnet": 0.81,
                   "wide_resnet": 0.88, "vit": 0.95, "swin": 0.89}
-
-
-def git_commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                              check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
-def write_plots(out: Path, history: list[dict], results: dict, curves: dict) -> None:
-    """training_curves.png, confusion_matrix.png, roc.png in the model folder."""
-    if history:
-        fig, ax = plt.subplots(1, 2, figsize=(9, 3.5))
-        ep = [h["epoch"] for h in history]
-        ax[0].plot(ep, [h["train_loss"] for h in history], label="train")
-        ax[0].plot(ep, [h["val_loss"] for h in history], label="val")
-        ax[0].set(xlabel="epoch", ylabel="loss", title="loss")
-        ax[0].legend()
-        ax[1].plot(ep, [h["val_accuracy"] for h in history])
-        ax[1].set(xlabel="epoch", ylabel="accuracy", title="validation accuracy")
-        fig.tight_layout()
-        fig.savefig(out / "training_curves.png", dpi=100)
-        plt.close(fig)
-    tests = [k for k in results if k != "val"]
-    if tests:
-        fig, axes = plt.subplots(1, len(tests), figsize=(4 * len(tests), 3.6), squeeze=False)
-        for ax, name in zip(axes[0], tests):
-            cm = np.array(results[name]["confusion_matrix"])
-            ax.imshow(cm, cmap="Blues")
-            for (i, j), v in np.ndenumerate(cm):
-                ax.text(j, i, str(v), ha="center", va="center", color="black")
-            ax.set(xticks=[0, 1], yticks=[0, 1], xticklabels=LABELS, yticklabels=LABELS,
-                   xlabel="predicted", ylabel="true", title=name)
-        fig.tight_layout()
-        fig.savefig(out / "confusion_matrix.png", dpi=100)
-        plt.close(fig)
-    if curves:
-        roc_plot({name: (y, p) for name, (y, p) in curves.items()}, out / "roc.png", "ROC")
-
-
-def roc_plot(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: Path, title: str) -> None:
-    fig, ax = plt.subplots(figsize=(5, 5))
-    for name, (y, p) in curves.items():
-        if len(np.unique(y)) == 2:
-            fpr, tpr, _ = roc_curve(y, p)
-            ax.plot(fpr, tpr, label=name)
-    ax.plot([0, 1], [0, 1], ls=":", color="grey")
-    ax.set(xlabel="false positive rate", ylabel="true positive rate", title=title)
-    ax.legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def _fmt_ci(m: dict, key: str) -> str:
-    ci = m.get("ci95", {}).get(key)
-    return f"{m[key]:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else f"{m[key]:.3f}"
-
-
-def write_model_card(out: Path, config: dict, metrics: dict) -> None:
-    """README.md with Hub front matter: what it is, how it was trained, every number, caveats."""
-    arch, tr, data = config["architecture"], config.get("training", {}), config.get("data", {})
-    from fracture_demo import get_spec
-    spec = get_spec(arch)
-    rows = []
-    for name, m in metrics["results"].items():
-        rows.append(f"| {name} | {m['n']} | {_fmt_ci(m, 'accuracy')} | {_fmt_ci(m, 'balanced_accuracy')} | "
-                    f"{_fmt_ci(m, 'roc_auc')} | {m['macro_f1']:.3f} | {m['ece']:.3f} | {m.get('seen_in_training', '-')} |")
-    cmd = "python -m train " + " ".join(
-        f"--{k.replace('_', '-')} {v}" for k, v in tr.items()
-        if v is not None and not isinstance(v, bool) and k not in ("bootstrap", "workers", "time_limit")
-    ) + "".join(f" --{k}" for k, v in tr.items() if v is True)
-    loss = ("radiograph-balanced sampling (each radiograph once however many copies, labels half and half), BCE"
-            if tr.get("balance") == "radiograph" else "class-balanced BCE")
-    card = f"""---
-license: odc-by
-library_name: pytorch
-pipeline_tag: image-classification
-tags: [medical-imaging, x-ray, fracture, explainability, {arch}]
-datasets: [bmadushanirodrigo/fracture-multi-region-x-ray-data]
----
-# Bone-fracture X-ray classifier: {spec.family} (`{arch}`)
-
-**Research and teaching demo. Not a medical device; not for diagnosis.**
-
-{spec.description} One logit; sigmoid = P(fractured), temperature-scaled (T = {config.get('temperature', 1):.3f})
-and thresholded at {config.get('threshold', 0.5):.3f}, both fitted on validation data. Input: greyscale radiograph
-resized to {config['image_size']}x{config['image_size']}, replicated to 3 channels, normalised with mean
-{config['mean']} / std {config['std']}. {config.get('parameters', 0):,} parameters.
-Pretrained start: {config.get('pretrained_source', 'unknown')}.
-
-## Results
-
-Split `{data.get('split_mode')}` (files per split: {data.get('counts')}); data fingerprint `{data.get('fingerprint')}`;
-code commit `{config.get('code_commit', 'unknown')}`. 95% intervals: bootstrap over groups of related images.
-"seen" = test images byte-identical to a training image (the official split leaks; see the data caveats).
-
-| test set | n | accuracy | balanced accuracy | ROC AUC | macro F1 | ECE | seen |
-|---|---|---|---|---|---|---|---|
-{chr(10).join(rows)}
-
-Plots: `training_curves.png`, `confusion_matrix.png`, `roc.png`. All numbers: `metrics.json`.
-
-## Training
-
-```
-{cmd}
-```
-Seed {tr.get('seed')}, {len(metrics.get('history', []))} epochs run{f" (stopped: {metrics['stop_reason']})" if metrics.get('stop_reason') else ''}.
-Augmentation `{tr.get('augment')}`; AdamW, cosine schedule, {loss}{'; distilled from ' + str(tr.get('teacher')) if tr.get('teacher') else ''}.
-
-## Data
-
-{DATASET_CREDIT}
-
-Caveats: the data set is massively duplicated (10,439 files, 3,765 distinct) and its official splits
-leak (491 of 506 test files are byte-identical to train files). Official-split scores mostly measure
-memorisation; the grouped split (`python -m train.audit`) keeps every group of related images on one side.
-Some images carry arrows, text or watermarks a model can read instead of bone.
-
-## Intended use
-
-Teaching and research on explainable medical-imaging ML. Not validated clinically; must not be used to
-diagnose, triage or treat anyone.
-"""
-    (out / "README.md").write_text(card)
+MR, FA = "bone-fracture", "fracatlas"
+TESTS = ("official test", "grouped test", "fracatlas test")
 
 
 def latency_ms(clf, image, repeats: int = 10) -> float:
@@ -169,42 +35,92 @@ def latency_ms(clf, image, repeats: int = 10) -> float:
     return float(np.median(times) * 1000)
 
 
-def results_table(models_dir: Path, data_dir: str, split_file: str, out_dir: Path, reference_image: Path | None,
-                  bootstrap: int = 1000) -> dict:
-    """Re-score every bundled model on the official and grouped test splits; write JSON, table and ROC plot."""
-    from fracture_demo import count_parameters, load
-    from .data import ImageCache, groups_of, scan, sha256_file, split_samples
-    from .evaluate import evaluate_set
+def regime(config: dict) -> str:
+    """What a model was trained on, in the words of the tables."""
+    data = config.get("data", {})
+    names = sorted(data.get("sources") or [])
+    if names:
+        return {(FA,): "FracAtlas", (MR,): "Multi-Region grouped", tuple(sorted((MR, FA))): "both sources"}.get(
+            tuple(names), "+".join(names))
+    return f"Multi-Region {data.get('split_mode', 'grouped')}"
 
-    samples = scan(data_dir)
-    official = [s for s in samples if s.split == "test"]
-    grouped_splits = split_samples(samples, "grouped", split_file)
-    grouped = grouped_splits["test"]
-    train_sets = {"grouped": grouped_splits["train"], "official": [s for s in samples if s.split == "train"]}
-    train_hashes: dict[str, set[str]] = {}
+
+def training_files(config: dict, sources: dict) -> list:
+    """The files a bundled model trained on, rebuilt from its recorded sources or split mode."""
+    from .data import scan
+    data = config.get("data", {})
+    if data.get("sources"):
+        return [s for name in data["sources"] for s in sources[name].splits()["train"]]
+    if data.get("split_mode") == "official":
+        return [s for s in scan(sources[MR].root) if s.split == "train"]
+    return sources[MR].splits()["train"]
+
+
+def test_sets(sources: dict) -> dict:
+    from .data import scan
+    return {"official test": [s for s in scan(sources[MR].root, MR) if s.split == "test"],
+            "grouped test": sources[MR].splits()["test"],
+            "fracatlas test": sources[FA].splits()["test"]}
+
+
+def by_region(data, p: np.ndarray, groups: list[str], regions: dict[str, str], threshold: float, bootstrap: int) -> dict:
+    """ROC AUC and balanced accuracy of one test set per body region (FracAtlas's metadata)."""
+    from .evaluate import bootstrap_ci, compute_metrics
+    out = {}
+    names = np.array([regions.get(s.rel, "unknown") for s in data.samples])
+    for region in sorted(set(names)):
+        idx = np.flatnonzero(names == region)
+        y = data.labels[idx]
+        if len(np.unique(y)) < 2:
+            continue
+        m = compute_metrics(y, p[idx], threshold)
+        ci = bootstrap_ci(y, p[idx], [groups[i] for i in idx], threshold, bootstrap, keys=("balanced_accuracy", "roc_auc"))
+        out[region] = {"n": int(len(idx)), "positives": int(y.sum()), "roc_auc": m["roc_auc"],
+                       "balanced_accuracy": m["balanced_accuracy"], "ci95": ci}
+    return out
+
+
+def results_table(models_dir: Path, sources: dict, out_dir: Path, reference_image: Path | None,
+                  annotations: Path | None, bootstrap: int = 1000, localize_methods: list[str] | None = None) -> dict:
+    """Re-score every bundled model; write results.json and the ROC plots; return the rows."""
+    from fracture_demo import count_parameters, load
+
+    from .data import ImageCache, sha256_file
+    from .evaluate import evaluate_set
+    from .localize import fracture_cases, localize
+    from .sources import group_ids
+
+    tests = test_sets(sources)
+    regions = sources[FA].regions()
+    cases = fracture_cases(sources[FA], annotations) if annotations else []
+    hashes_of: dict[str, set[str]] = {}
     caches: dict[int, ImageCache] = {}
-    rows, curves, refs = {}, {}, {}
+    rows, curves, refs = {}, {name: {} for name in TESTS}, {}
     for folder in sorted(p.parent for p in models_dir.glob("*/config.json")):
         clf = load(folder)
-        mode = clf.config.get("data", {}).get("split_mode", "grouped")
-        if mode not in train_hashes:
-            train_hashes[mode] = {sha256_file(s.path) for s in train_sets[mode]}
-        seen = train_hashes[mode]
+        trained = regime(clf.config)
+        if trained not in hashes_of:
+            hashes_of[trained] = {sha256_file(s.path) for s in training_files(clf.config, sources)}
         cache = caches.setdefault(clf.image_size, ImageCache(clf.image_size))
-        o_set, g_set = cache.load(official), cache.load(grouped)
-        om, _ = evaluate_set(clf, o_set, groups_of(o_set.samples, split_file), bootstrap)
-        om["seen_in_training"] = sum(h in seen for h in o_set.hashes)
-        grouped_seen = sum(h in seen for h in g_set.hashes)
-        gm = None  # a model trained on the official split has seen grouped test: no grouped score for it
-        if grouped_seen == 0:
-            gm, gp = evaluate_set(clf, g_set, groups_of(g_set.samples, split_file), bootstrap)
-            gm["seen_in_training"] = 0
-            curves[folder.name] = (g_set.labels, gp)
-        record_scores(folder, clf.config, {"official test": om, **({"grouped test": gm} if gm else {})})
+        scores, seen = {}, {}
+        for name, samples in tests.items():
+            data = cache.load(samples)
+            seen[name] = sum(h in hashes_of[trained] for h in data.hashes)
+            if seen[name] and name != "official test":  # seen test files: no score (the official one is the study's protocol)
+                continue
+            groups = group_ids(data.samples, list(sources.values()))
+            m, p = evaluate_set(clf, data, groups, bootstrap)
+            m["seen_in_training"] = seen[name]
+            if name == "fracatlas test":
+                m["by_region"] = by_region(data, p, groups, regions, m["threshold"], bootstrap)
+            scores[name] = m
+            curves[name][folder.name] = (data.labels, p)
+        official_twin = trained == "Multi-Region official"
+        loc = localize([str(folder)], cases, localize_methods, bootstrap)[folder.name] if cases and not official_twin else {}
+        record_scores(folder, clf.config, scores, loc)
         rows[folder.name] = {
-            "architecture": clf.arch, "split_mode": mode, "official": om, "grouped": gm,
-            "grouped_seen": grouped_seen,
-            "parameters": count_parameters(clf.model),
+            "architecture": clf.arch, "trained_on": trained, "scores": scores, "seen": seen, "localization": loc,
+            "image_size": clf.image_size, "parameters": count_parameters(clf.model),
             "file_mb": (folder / "model.safetensors").stat().st_size / 2**20,
             "latency_ms": latency_ms(clf, reference_image) if reference_image else None,
             "pretrained_source": clf.config.get("pretrained_source"),
@@ -212,85 +128,159 @@ def results_table(models_dir: Path, data_dir: str, split_file: str, out_dir: Pat
         if reference_image:
             refs[folder.name] = clf.predict(reference_image).probability
     out_dir.mkdir(parents=True, exist_ok=True)
-    roc_plot(curves, out_dir / "roc.png", f"ROC, grouped test split (n={len(grouped)})")
-    meta = {"data_dir": str(data_dir), "split_file": str(split_file), "commit": git_commit(),
-            "n_official_test": len(official), "n_grouped_test": len(grouped), "bootstrap": bootstrap}
+    roc_plot(curves["grouped test"], out_dir / "roc.png", f"ROC, Multi-Region grouped test (n={len(tests['grouped test'])})")
+    roc_plot(curves["fracatlas test"], out_dir / "roc_fracatlas.png", f"ROC, FracAtlas test (n={len(tests['fracatlas test'])})")
+    meta = {"sources": {k: {"root": str(v.root), "split_file": str(v.split_file)} for k, v in sources.items()},
+            "commit": git_commit(), "bootstrap": bootstrap, "n": {k: len(v) for k, v in tests.items()},
+            "fractures_with_boxes": len(cases)}
     (out_dir / "results.json").write_text(json.dumps({"meta": meta, "models": rows}, indent=2, default=float) + "\n")
-    (out_dir / "results.md").write_text(markdown_table(rows, meta))
     if reference_image:
         (models_dir / "reference_predictions.json").write_text(json.dumps(
             {"image": reference_image.name, "probabilities": refs}, indent=2) + "\n")
-    return rows
+    return {"meta": meta, "models": rows}
 
 
-def record_scores(folder: Path, config: dict, scores: dict) -> None:
+def record_scores(folder: Path, config: dict, scores: dict, localization: dict) -> None:
     """Make the model's own files (config, metrics.json, card) carry the numbers the table shows.
 
     A training run may have scored a resized copy of the data on a GPU; this CPU re-score of the
     original files is what the README, the app's dropdown and the card then all agree on.
     """
-    config.setdefault("metrics", {}).update({k: headline(v) for k, v in scores.items()})
+    config["metrics"] = {k: headline(v) for k, v in scores.items()}
     (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     mpath = folder / "metrics.json"
     metrics = json.loads(mpath.read_text()) if mpath.is_file() else {"results": {}}
-    metrics["results"].update(scores)
+    metrics["results"] = {k: v for k, v in metrics["results"].items() if k not in TESTS} | scores
+    metrics["localization"] = localization
     metrics["scored_by"] = f"python -m train.report (CPU, original files) at commit {git_commit()}"
     mpath.write_text(json.dumps(metrics, indent=2, default=float) + "\n")
     write_model_card(folder, config, metrics)
 
 
-def markdown_table(rows: dict, meta: dict) -> str:
-    head = ("| model | trained on | study acc. (official) | official acc. | official macro F1 | official ECE | seen | "
-            "grouped acc. | grouped bal. acc. | grouped ROC AUC | grouped ECE | params | MB | CPU ms/img |\n"
-            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
-    lines = []
-    def rank(item: tuple[str, dict]) -> tuple[int, float]:
-        """Grouped-split models first, best grouped balanced accuracy on top; then the official-split twins."""
-        r = item[1]
-        return (0, -r["grouped"]["balanced_accuracy"]) if r["grouped"] else (1, -r["official"]["accuracy"])
+def best_method(loc: dict) -> tuple[str, dict] | None:
+    return max(loc.items(), key=lambda kv: (kv[1]["pointing_game"], kv[1]["mass_ratio"])) if loc else None
 
+
+def _cell(scores: dict, name: str, key: str, seen: dict) -> str:
+    m = scores.get(name)
+    if m is None:
+        return f"seen ({seen.get(name, 0)} files)" if seen.get(name) else "-"
+    return _fmt_ci(m, key) if key in m.get("ci95", {}) else f"{m[key]:.3f}"
+
+
+def markdown_table(report: dict) -> str:
+    rows, meta = report["models"], report["meta"]
+    head = ("| model | trained on | px | study acc. (official) | official acc. | seen | grouped bal. acc. | grouped ROC AUC | "
+            "grouped ECE | FracAtlas bal. acc. | FracAtlas ROC AUC | FracAtlas ECE | pointing game (best map) | params | MB | CPU ms/img |\n"
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+
+    def rank(item: tuple[str, dict]) -> tuple[int, float]:
+        """Models to judge first (best FracAtlas ROC AUC on top); the official-split twins last."""
+        r = item[1]
+        fa = r["scores"].get("fracatlas test", {}).get("roc_auc", 0.0)
+        return (int(r["trained_on"] == "Multi-Region official"), -fa)
+
+    lines = []
     for name, r in sorted(rows.items(), key=rank):
-        o, g = r["official"], r["grouped"]
-        study = STUDY_ACCURACY.get(r["architecture"], "-")
-        if g:
-            grouped = f"{_fmt_ci(g, 'accuracy')} | {_fmt_ci(g, 'balanced_accuracy')} | {_fmt_ci(g, 'roc_auc')} | {g['ece']:.3f}"
-        else:
-            grouped = f"n/a: {r['grouped_seen']} of its files seen in training | - | - | -"
+        s, seen = r["scores"], r["seen"]
+        ece = {t: f"{s[t]['ece']:.3f}" if t in s else "-" for t in TESTS}
+        best = best_method(r["localization"])
+        point = (f"{best[1]['pointing_game']:.2f} [{best[1]['pointing_game_ci95'][0]:.2f}, "
+                 f"{best[1]['pointing_game_ci95'][1]:.2f}] ({best[0]})") if best else "-"
         latency = f"{r['latency_ms']:.0f}" if r["latency_ms"] is not None else "-"
-        lines.append(f"| {name} | {r['split_mode']} split | {study} | {_fmt_ci(o, 'accuracy')} | {o['macro_f1']:.3f} | {o['ece']:.3f} | "
-                     f"{o.get('seen_in_training', '-')} | {grouped} | {r['parameters'] / 1e6:.1f}M | "
-                     f"{r['file_mb']:.1f} | {latency} |")
-    note = (f"\nOfficial test: the data set's 506-image test split (n={meta['n_official_test']}); grouped test: "
-            f"n={meta['n_grouped_test']} images of groups no training image belongs to. Brackets: 95% bootstrap "
-            f"intervals over groups ({meta['bootstrap']} resamples). ECE: expected calibration error (15 bins). Latency: median "
-            f"single-image predict on this repo's CI CPU (2 cores). Generated by `python -m train.report` at commit "
-            f"`{meta['commit']}`.\n")
+        lines.append(
+            f"| {name} | {r['trained_on']} | {r['image_size']} | {STUDY_ACCURACY.get(r['architecture'], '-')} | "
+            f"{_cell(s, 'official test', 'accuracy', seen)} | {seen['official test']} | "
+            f"{_cell(s, 'grouped test', 'balanced_accuracy', seen)} | {_cell(s, 'grouped test', 'roc_auc', seen)} | {ece['grouped test']} | "
+            f"{_cell(s, 'fracatlas test', 'balanced_accuracy', seen)} | {_cell(s, 'fracatlas test', 'roc_auc', seen)} | "
+            f"{ece['fracatlas test']} | {point} | {r['parameters'] / 1e6:.1f}M | {r['file_mb']:.1f} | {latency} |")
+    n = meta["n"]
+    note = (f"\nTest sets: Multi-Region official test (the data set's own, n={n['official test']}; leaks into every "
+            f"training split, \"seen\" = its files byte-identical to a training file of the model), Multi-Region grouped "
+            f"test (n={n['grouped test']}, groups no training file belongs to), FracAtlas test (n={n['fracatlas test']}, "
+            f"its split by groups, less copies of Multi-Region images). Brackets: 95% bootstrap intervals over groups "
+            f"({meta['bootstrap']} resamples). Thresholds and temperatures come from each model's validation data. "
+            f"ECE: expected calibration error (15 bins). Pointing game: the best of the model's maps of \"fractured\" "
+            f"on the {meta['fractures_with_boxes']} FracAtlas test fractures with drawn boxes (table below). Latency: "
+            f"median single-image predict on 2 CPU cores. Generated by `python -m train.report` at commit `{meta['commit']}`.\n")
     return head + "\n".join(lines) + "\n" + note
 
 
-def update_readme(readme: Path, table: str) -> None:
+def matrix_table(report: dict) -> str:
+    """Rows: one architecture trained on each source and on both; columns: each test set and FracAtlas's regions."""
+    rows = report["models"]
+    regimes = ("Multi-Region grouped", "FracAtlas", "both sources")
+    archs = sorted({r["architecture"] for r in rows.values() if r["trained_on"] in regimes and
+                    len({x["trained_on"] for x in rows.values() if x["architecture"] == r["architecture"]} & set(regimes)) > 1})
+    regions = sorted({g for r in rows.values() for g in r["scores"].get("fracatlas test", {}).get("by_region", {})})
+    head = ("| model | trained on | Multi-Region grouped test ROC AUC | bal. acc. | FracAtlas test ROC AUC | bal. acc. | "
+            + " | ".join(f"FracAtlas {g} ROC AUC" for g in regions) + " |\n|" + "---|" * (6 + len(regions)) + "\n")
+    lines = []
+    for arch in archs:
+        for name, r in sorted(rows.items(), key=lambda kv: regimes.index(kv[1]["trained_on"]) if kv[1]["trained_on"] in regimes else 9):
+            if r["architecture"] != arch or r["trained_on"] not in regimes:
+                continue
+            s, seen = r["scores"], r["seen"]
+            reg = s.get("fracatlas test", {}).get("by_region", {})
+            region_cells = [f"{reg[g]['roc_auc']:.3f} [{reg[g]['ci95']['roc_auc'][0]:.2f}, {reg[g]['ci95']['roc_auc'][1]:.2f}] "
+                            f"(n={reg[g]['n']}, {reg[g]['positives']} fr.)" if g in reg else "-" for g in regions]
+            lines.append(f"| {name} | {r['trained_on']} | {_cell(s, 'grouped test', 'roc_auc', seen)} | "
+                         f"{_cell(s, 'grouped test', 'balanced_accuracy', seen)} | {_cell(s, 'fracatlas test', 'roc_auc', seen)} | "
+                         f"{_cell(s, 'fracatlas test', 'balanced_accuracy', seen)} | " + " | ".join(region_cells) + " |")
+    return (head + "\n".join(lines) + f"\n\nSame architecture, same recipe, three training sets; every cell a test set none of its "
+            f"training files belongs to (95% intervals by group). Generated by `python -m train.report` at commit "
+            f"`{report['meta']['commit']}`.\n")
+
+
+def localization_table(report: dict) -> str:
+    head = "| model | map | pointing game | hits | mass ratio | s/img |\n|---|---|---|---|---|---|\n"
+    lines = []
+    for name, r in sorted(report["models"].items(), key=lambda kv: -(best_method(kv[1]["localization"]) or ("", {"pointing_game": -1}))[1]["pointing_game"]):
+        for method, s in sorted(r["localization"].items(), key=lambda kv: -kv[1]["pointing_game"]):
+            lo, hi = s["pointing_game_ci95"]
+            lines.append(f"| {name} | {method} | {s['pointing_game']:.3f} [{lo:.2f}, {hi:.2f}] | {s['hits']}/{s['n']} | "
+                         f"{s['mass_ratio']:.2f} | {s['seconds_per_image']:.2f} |")
+    return (head + "\n".join(lines) + f"\n\nFracAtlas test fractures with drawn boxes "
+            f"(n={report['meta']['fractures_with_boxes']}); maps of the evidence for \"fractured\". Pointing game: the map's "
+            f"peak inside a drawn box grown by 15 px at 224 px scale (6.7% of the image's longer side) on each side; "
+            f"95% interval by group. Mass ratio: share of the map's mass inside the boxes / the boxes' share of the image "
+            f"(1 = a flat map). `python -m train.localize` scores one model alone. Generated by `python -m train.report` "
+            f"at commit `{report['meta']['commit']}`.\n")
+
+
+def update_readme(readme: Path, marker: str, table: str) -> None:
     text = readme.read_text()
-    start, end = "<!-- results:start -->", "<!-- results:end -->"
+    start, end = f"<!-- {marker}:start -->", f"<!-- {marker}:end -->"
     if start in text and end in text:
         text = text[: text.index(start) + len(start)] + "\n" + table + text[text.index(end):]
         readme.write_text(text)
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .sources import Source
     ap = argparse.ArgumentParser(prog="python -m train.report", description=__doc__.split("\n")[0])
     ap.add_argument("--models", default="assets/models")
-    ap.add_argument("--data-dir", required=True)
-    ap.add_argument("--split-file", required=True)
+    ap.add_argument("--data", action="append", required=True, metavar="NAME=DIR:SPLIT_FILE",
+                    help=f"the two sources, named {MR} and {FA}, each with its split file")
+    ap.add_argument("--annotations", default=None, help="FracAtlas's COCO boxes (for the localisation scores)")
+    ap.add_argument("--localize-methods", default=None, help="comma-separated subset of maps to check (default: all)")
     ap.add_argument("--out-dir", default="assets/results")
     ap.add_argument("--reference-image", default=None, help="image whose predictions the bundled-model test pins")
     ap.add_argument("--readme", default="README.md")
     ap.add_argument("--bootstrap", type=int, default=1000)
     args = ap.parse_args(argv)
+    sources = {s.name: s for s in map(Source.parse, args.data)}
+    if set(sources) != {MR, FA}:
+        ap.error(f"--data must name the sources {MR} and {FA}")
     out = Path(args.out_dir)
-    ref = Path(args.reference_image) if args.reference_image else None
-    results_table(Path(args.models), args.data_dir, args.split_file, out, ref, args.bootstrap)
-    update_readme(Path(args.readme), (out / "results.md").read_text())
-    print((out / "results.md").read_text())
+    report = results_table(Path(args.models), sources, out, Path(args.reference_image) if args.reference_image else None,
+                           Path(args.annotations) if args.annotations else None, args.bootstrap,
+                           args.localize_methods.split(",") if args.localize_methods else None)
+    tables = {"results": markdown_table(report), "matrix": matrix_table(report), "localization": localization_table(report)}
+    for marker, table in tables.items():
+        (out / f"{marker}.md").write_text(table)
+        update_readme(Path(args.readme), marker, table)
+        print(table)
     return 0
 
 

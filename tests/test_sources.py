@@ -1,0 +1,115 @@
+"""Several data sources trained as one: splits kept per source, copies never scored, sampling, FracAtlas's split file."""
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import make_dataset
+from train.__main__ import main as train_main
+from train.data import Sample
+from train.fracatlas_split import split_rows
+from train.sampling import sample_weights
+from train.sources import Source, group_ids, split_sources
+
+
+@pytest.fixture(scope="module")
+def two_sources(dataset, tmp_path_factory):
+    """Source A = the shared synthetic set; source B = another one, plus a byte copy of one of A's
+    training files put in B's test split and in B's val split."""
+    b = make_dataset(tmp_path_factory.mktemp("b"), {"train": 12, "val": 6, "test": 6}, seed=7, bad_files=False)
+    src = dataset / "train" / "fractured" / "0.jpg"
+    shutil.copy(src, b / "test" / "fractured" / "copy_of_a.jpg")
+    shutil.copy(src, b / "val" / "fractured" / "copy_of_a.jpg")
+    split = b / "split.csv"  # B's own split file, one group per run of 4 files
+    with open(split, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["file", "label", "official_split", "group", "split"])
+        for p in sorted(b.glob("*/*/*")):
+            rel = p.relative_to(b).as_posix()
+            digits = "".join(c for c in p.stem if c.isdigit())
+            w.writerow([rel, int("/fractured/" in f"/{rel}"), rel.split("/")[0], f"g{int(digits or 0) // 4}", rel.split("/")[0]])
+    return [Source("a", dataset), Source("b", b, split)]
+
+
+def test_parse_names_a_folder_and_its_split_file():
+    s = Source.parse("fracatlas=data/fracatlas:assets/splits/fracatlas_split.csv")
+    assert (s.name, s.root, s.split_file) == ("fracatlas", Path("data/fracatlas"), Path("assets/splits/fracatlas_split.csv"))
+    assert Source.parse("mr=data/x").split_file is None
+    with pytest.raises(ValueError, match="NAME=DIR"):
+        Source.parse("data/x")
+
+
+def test_a_copy_of_a_training_file_is_never_scored(two_sources):
+    splits, dropped = split_sources(two_sources)
+    assert sorted((s.source, s.rel) for s in dropped) == [("b", "test/fractured/copy_of_a.jpg"),
+                                                           ("b", "val/fractured/copy_of_a.jpg")]
+    assert not any(s.rel.endswith("copy_of_a.jpg") for part in ("val", "test") for s in splits[part])
+    assert {s.source for s in splits["train"]} == {"a", "b"}
+    groups = group_ids(splits["test"], two_sources)
+    assert all(g.startswith(("a/", "b/g")) for g in groups)  # groups never span sources
+
+
+def test_source_sampling_weighs_sources_equally_and_copies_once():
+    def s(source, name, label=0):
+        return Sample(Path(name), f"train/x/{name}", label, "train", source)
+    samples = [s("mr", "12.jpg"), s("mr", "12-rotated1.jpg"), s("mr", "12-rotated2.jpg"), s("mr", "13.jpg"),
+               s("fa", "IMG1.jpg"), s("fa", "IMG2.jpg"), s("fa", "IMG3.jpg", 1), s("fa", "IMG4.jpg")]
+    w = sample_weights(samples, "source")
+    assert w[:4].sum() == pytest.approx(0.5) and w[4:].sum() == pytest.approx(0.5)
+    assert w[:3].sum() == pytest.approx(w[3])  # three copies of radiograph 12 weigh what 13 weighs
+    assert sample_weights(samples, "none") is None
+    with pytest.raises(ValueError, match="balance"):
+        sample_weights(samples, "hospital")
+
+
+def test_training_on_two_sources_scores_each(two_sources, tmp_path):
+    out = tmp_path / "m"
+    args = ["--model", "mobilenetv3", "--batch-size", "8", "--image-size", "64", "--bootstrap", "20", "--workers", "1",
+            "--epochs", "1", "--balance", "source", "--min-sensitivity", "0.9", "--output-dir", str(out)]
+    for src in two_sources:
+        args += ["--data", f"{src.name}={src.root}" + (f":{src.split_file}" if src.split_file else "")]
+    assert train_main(args) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert {"val", "a val", "a test", "b val", "b test"} <= set(metrics["results"])
+    assert metrics["results"]["b test"]["n"] == 12  # 6 + 6, the copy of A's training file left out
+    cfg = json.loads((out / "config.json").read_text())
+    assert set(cfg["data"]["sources"]) == {"a", "b"}
+    assert "sensitivity >= 0.9" in cfg["operating_point"]
+    val = metrics["results"]["val"]["confusion_matrix"]
+    assert val[1][1] / (val[1][0] + val[1][1]) >= 0.9  # the stated operating point holds on validation
+
+
+def test_cli_needs_exactly_one_way_to_name_data(capsys):
+    with pytest.raises(SystemExit):
+        train_main(["--model", "mobilenetv3", "--output-dir", "x"])
+    assert "--data" in capsys.readouterr().err
+
+
+def test_fracatlas_split_excludes_conflicts_and_cross_source_copies():
+    base = {"hand": "0", "leg": "1", "hip": "0", "shoulder": "0", "mixed": "0", "label_conflict": "0",
+            "also_in_multi_region": "0", "dup_group": "", "label": "not fractured", "split": "train"}
+    manifest = [{**base, "file": "IMG0000001.jpg"}, {**base, "file": "IMG0000009.jpg"},
+                {**base, "file": "IMG0000010.jpg", "dup_group": "5"}, {**base, "file": "IMG0000500.jpg", "dup_group": "5"},
+                {**base, "file": "IMG0000600.jpg", "label_conflict": "1", "label": "fractured"},
+                {**base, "file": "IMG0000700.jpg", "also_in_multi_region": "1", "split": "test", "hand": "1"}]
+    rows = split_rows(manifest)
+    assert rows[0]["group"] == rows[1]["group"] != rows[2]["group"]  # a run of ten ids is one group
+    assert rows[2]["group"] == rows[3]["group"]  # near-copies join across runs
+    assert [r["split"] for r in rows[4:]] == ["excluded", "excluded"]
+    assert rows[4]["note"] == "label conflict" and rows[5]["note"] == "also in Multi-Region"
+    assert rows[0]["file"] == "train/not fractured/IMG0000001.jpg" and rows[5]["region"] == "mixed"
+
+
+def test_committed_fracatlas_split_is_leak_free():
+    rows = list(csv.DictReader(open(Path(__file__).resolve().parents[1] / "assets/splits/fracatlas_split.csv")))
+    sides: dict[str, set] = {}
+    for r in rows:
+        if r["split"] != "excluded":
+            sides.setdefault(r["group"], set()).add(r["split"])
+    assert all(len(v) == 1 for v in sides.values())
+    counts = {s: sum(r["split"] == s for r in rows) for s in ("train", "val", "test", "excluded")}
+    assert counts == {"train": 2355, "val": 488, "test": 498, "excluded": 122}
+    assert not any(r["split"] != "excluded" and r["note"] for r in rows)

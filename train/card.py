@@ -1,0 +1,161 @@
+"""A model folder's own documents: its model card (README.md with Hub front matter) and its plots.
+
+Written by a training run (train.finalize) and rewritten when train.report re-scores a bundled model.
+"""
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from sklearn.metrics import roc_curve  # noqa: E402
+
+from fracture_demo.classifier import LABELS  # noqa: E402
+
+DATASET_CREDIT = (
+    "Bone Fracture Multi-Region X-ray Data (Kaggle, bmadushanirodrigo), which merges Bone Break Classifier "
+    "(Mohan Kumar), bone_fracture (Abdelaziz Faramawy) and fracture (Harsha Arya). Licensed under the Open "
+    "Data Commons Attribution License (ODC-By) 1.0; these weights are derived from it.")
+FRACATLAS_CREDIT = (
+    "FracAtlas (Abedeen et al., \"FracAtlas: A Dataset for Fracture Classification, Localization and "
+    "Segmentation of Musculoskeletal Radiographs\", Scientific Data 10, 521, 2023, doi:10.1038/s41597-023-02432-4; "
+    "data doi:10.6084/m9.figshare.22363012), licensed under CC BY 4.0; these weights are derived from it. "
+    "Its split here: `assets/splits/fracatlas_split.csv` (`python -m train.fracatlas_split`): the data set's "
+    "suggested split by groups, less its 11 images with conflicting labels and its 114 images also in the "
+    "Multi-Region set.")
+def git_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def write_plots(out: Path, history: list[dict], results: dict, curves: dict) -> None:
+    """training_curves.png, confusion_matrix.png, roc.png in the model folder."""
+    if history:
+        fig, ax = plt.subplots(1, 2, figsize=(9, 3.5))
+        ep = [h["epoch"] for h in history]
+        ax[0].plot(ep, [h["train_loss"] for h in history], label="train")
+        ax[0].plot(ep, [h["val_loss"] for h in history], label="val")
+        ax[0].set(xlabel="epoch", ylabel="loss", title="loss")
+        ax[0].legend()
+        ax[1].plot(ep, [h["val_accuracy"] for h in history])
+        ax[1].set(xlabel="epoch", ylabel="accuracy", title="validation accuracy")
+        fig.tight_layout()
+        fig.savefig(out / "training_curves.png", dpi=100)
+        plt.close(fig)
+    tests = [k for k in results if k != "val"]
+    if tests:
+        fig, axes = plt.subplots(1, len(tests), figsize=(4 * len(tests), 3.6), squeeze=False)
+        for ax, name in zip(axes[0], tests):
+            cm = np.array(results[name]["confusion_matrix"])
+            ax.imshow(cm, cmap="Blues")
+            for (i, j), v in np.ndenumerate(cm):
+                ax.text(j, i, str(v), ha="center", va="center", color="black")
+            ax.set(xticks=[0, 1], yticks=[0, 1], xticklabels=LABELS, yticklabels=LABELS,
+                   xlabel="predicted", ylabel="true", title=name)
+        fig.tight_layout()
+        fig.savefig(out / "confusion_matrix.png", dpi=100)
+        plt.close(fig)
+    if curves:
+        roc_plot({name: (y, p) for name, (y, p) in curves.items()}, out / "roc.png", "ROC")
+
+
+def roc_plot(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: Path, title: str) -> None:
+    fig, ax = plt.subplots(figsize=(5, 5))
+    for name, (y, p) in curves.items():
+        if len(np.unique(y)) == 2:
+            fpr, tpr, _ = roc_curve(y, p)
+            ax.plot(fpr, tpr, label=name)
+    ax.plot([0, 1], [0, 1], ls=":", color="grey")
+    ax.set(xlabel="false positive rate", ylabel="true positive rate", title=title)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _fmt_ci(m: dict, key: str) -> str:
+    ci = m.get("ci95", {}).get(key)
+    return f"{m[key]:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else f"{m[key]:.3f}"
+
+
+def write_model_card(out: Path, config: dict, metrics: dict) -> None:
+    """README.md with Hub front matter: what it is, how it was trained, every number, caveats."""
+    arch, tr, data = config["architecture"], config.get("training", {}), config.get("data", {})
+    from fracture_demo import get_spec
+    spec = get_spec(arch)
+    rows = []
+    for name, m in metrics["results"].items():
+        rows.append(f"| {name} | {m['n']} | {_fmt_ci(m, 'accuracy')} | {_fmt_ci(m, 'balanced_accuracy')} | "
+                    f"{_fmt_ci(m, 'roc_auc')} | {m['macro_f1']:.3f} | {m['ece']:.3f} | {m.get('seen_in_training', '-')} |")
+    cmd = "python -m train " + " ".join(
+        f"--{k.replace('_', '-')} {x}" for k, v in tr.items()
+        if v not in (None, []) and not isinstance(v, bool) and k not in ("bootstrap", "workers", "time_limit")
+        for x in (v if isinstance(v, list) else [v])
+        if not (k == "data_dir" and tr.get("data"))
+    ) + "".join(f" --{k}" for k, v in tr.items() if v is True)
+    loss = {"radiograph": "radiograph-balanced sampling (each radiograph once however many copies, labels half and half), BCE",
+            "source": "source-balanced sampling (each source half, each radiograph in it once however many copies), "
+                      "class-balanced BCE"}.get(tr.get("balance"), "class-balanced BCE")
+    sources = data.get("sources") or {}
+    credit = "\n\n".join([DATASET_CREDIT] * ("fracatlas" not in sources or len(sources) > 1)
+                         + [FRACATLAS_CREDIT] * ("fracatlas" in sources))
+    card = f"""---
+license: {'other' if 'fracatlas' in sources else 'odc-by'}
+library_name: pytorch
+pipeline_tag: image-classification
+tags: [medical-imaging, x-ray, fracture, explainability, {arch}]
+datasets: [bmadushanirodrigo/fracture-multi-region-x-ray-data{', FracAtlas (doi:10.6084/m9.figshare.22363012)' if 'fracatlas' in sources else ''}]
+---
+# Bone-fracture X-ray classifier: {spec.family} (`{arch}`)
+
+**Research and teaching demo. Not a medical device; not for diagnosis.**
+
+{spec.description} One logit; sigmoid = P(fractured), temperature-scaled (T = {config.get('temperature', 1):.3f})
+and thresholded at {config.get('threshold', 0.5):.3f} ({config.get('operating_point', 'maximum balanced accuracy on validation')}: a missed
+fracture costs more than a second look), both fitted on validation data. Input: greyscale radiograph
+resized to {config['image_size']}x{config['image_size']}, replicated to 3 channels, normalised with mean
+{config['mean']} / std {config['std']}. {config.get('parameters', 0):,} parameters.
+Pretrained start: {config.get('pretrained_source', 'unknown')}.
+
+## Results
+
+{('Sources: ' + ', '.join(f"`{k}` (split file `{v['split_file']}`, files per split {v['counts']})" for k, v in sources.items()) + '; a file whose bytes are on a training side is never scored') if sources else f"Split `{data.get('split_mode')}` (files per split: {data.get('counts')})"}; data fingerprint `{data.get('fingerprint')}`;
+code commit `{config.get('code_commit', 'unknown')}`. 95% intervals: bootstrap over groups of related images.
+"seen" = test images byte-identical to a training image (the official split leaks; see the data caveats).
+
+| test set | n | accuracy | balanced accuracy | ROC AUC | macro F1 | ECE | seen |
+|---|---|---|---|---|---|---|---|
+{chr(10).join(rows)}
+
+Plots: `training_curves.png`, `confusion_matrix.png`, `roc.png`. All numbers: `metrics.json`.
+
+## Training
+
+```
+{cmd}
+```
+Seed {tr.get('seed')}, {len(metrics.get('history', []))} epochs run{f" (stopped: {metrics['stop_reason']})" if metrics.get('stop_reason') else ''}.
+Augmentation `{tr.get('augment')}`; AdamW, cosine schedule, {loss}{'; distilled from ' + str(tr.get('teacher')) if tr.get('teacher') else ''}.
+
+## Data
+
+{credit}
+
+Caveats: the Multi-Region set is massively duplicated (10,439 files, 3,765 distinct) and its official splits
+leak (491 of 506 test files are byte-identical to train files). Official-split scores mostly measure
+memorisation; the grouped split (`python -m train.audit`) keeps every group of related images on one side.
+Some images carry arrows, text or watermarks a model can read instead of bone.
+
+## Intended use
+
+Teaching and research on explainable medical-imaging ML. Not validated clinically; must not be used to
+diagnose, triage or treat anyone.
+"""
+    (out / "README.md").write_text(card)
