@@ -14,7 +14,8 @@ import gradio as gr
 import numpy as np
 
 from fracture_demo import ImageError, decode_image, get_spec
-from fracture_demo.explain import METHOD_LABELS, heatmap_image, overlay
+from fracture_demo import methods
+from fracture_demo.explain import heatmap_image, overlay
 from fracture_demo.imaging import DISPLAY_SIDE
 from fracture_demo.outlines import Outlines
 from fracture_demo.runtime import usable_cores
@@ -53,7 +54,7 @@ class FractureApp:
     def methods_for(self, model: str) -> list[tuple[str, str]]:
         clf_cfg = self.zoo.entries[model].config if model in self.zoo.entries else None
         arch = (clf_cfg or {}).get("architecture") or self.zoo.get(model).arch
-        return [(METHOD_LABELS[m], m) for m in get_spec(arch).explain_methods]
+        return [(methods.LABELS[m], m) for m in get_spec(arch).explain_methods]
 
     def predict(self, image: str | None, model: str | None = None, method: str = "gradcam", opacity: float = 0.5):
         """-> (label probabilities, overlay, raw heatmap, details markdown, state for re-blending)."""
@@ -73,7 +74,7 @@ class FractureApp:
         details = (f"**{model}** ({clf.arch}): P(fractured) = {shown}, decision "
                    f"**{p.label}** at the threshold chosen on validation data ({p.threshold:.3f}, so it can differ "
                    f"from the larger probability). {sureness(e.flip_probabilities, p.threshold)} "
-                   f"Map: {METHOD_LABELS[method]} of the evidence for *{e.target}*."
+                   f"Map: {methods.LABELS[method]} of the evidence for *{e.target}*."
                    + "".join(f"\n\n⚠️ {w}" for w in p.warnings))
         label = {"does not look like a radiograph": 1.0} if p.radiograph is False else p.as_label_dict()
         outline = self.outlines.find(image)
@@ -119,7 +120,7 @@ class FractureApp:
             rows.append([name, entry.trained_on, round(e.prediction.probability, 4), e.prediction.label,
                          *(round(s, 3) if s is not None else None for s in scores)])
             gallery.append((outline.draw(e.overlay) if outline else e.overlay,
-                            f"{name}: {e.prediction.probability:.2f} ({METHOD_LABELS[e.method]})"))
+                            f"{name}: {e.prediction.probability:.2f} ({methods.LABELS[e.method]})"))
         return rows, gallery, ensemble_label(mean), agreement
 
 
@@ -176,7 +177,7 @@ def build_app(zoo: ModelZoo) -> gr.Blocks:
     app = FractureApp(zoo)
     choices = [(zoo.entries[n].label, n) for n in zoo.names]
     default = zoo.default
-    methods = app.methods_for(default) if default else [(METHOD_LABELS["gradcam"], "gradcam")]
+    offered = app.methods_for(default) if default else [(methods.LABELS[methods.FALLBACK], methods.FALLBACK)]
     with gr.Blocks(title="Bone-fracture X-ray classifier") as demo:
         gr.Markdown("# Bone-fracture X-ray classifier\nUpload a radiograph, pick a model, and see how likely a "
                     "fracture is and where the model looked.\n\n" + NOTICE)
@@ -189,7 +190,7 @@ def build_app(zoo: ModelZoo) -> gr.Blocks:
                                       sources=["webcam", "clipboard"], height=160)
                     model = gr.Dropdown(choices, value=default, label="Model", elem_id="model")
                     # choices follow the model; API callers may ask any method its model offers
-                    method = gr.Dropdown(methods, value="gradcam", label="Explanation", elem_id="method",
+                    method = gr.Dropdown(offered, value=methods.FALLBACK, label="Explanation", elem_id="method",
                                          allow_custom_value=True)
                     opacity = gr.Slider(0, 1, value=0.5, step=0.05, label="Overlay opacity")
                     run = gr.Button("Predict", variant="primary", elem_id="predict")
@@ -207,15 +208,15 @@ def build_app(zoo: ModelZoo) -> gr.Blocks:
             file.upload(app.predict, [file, model, method, opacity], outputs, api_visibility="private")
             camera.change(lambda p: p, camera, file, api_visibility="private").then(
                 app.predict, [file, model, method, opacity], outputs, api_visibility="private")
-            model.change(lambda m: gr.Dropdown(choices=app.methods_for(m), value="gradcam"), model, method,
+            model.change(lambda m: gr.Dropdown(choices=app.methods_for(m), value=methods.FALLBACK), model, method,
                          api_visibility="private")
             opacity.release(app.reblend, [state, opacity], over, api_visibility="private")
         with gr.Tab("Compare"):
             with gr.Row():
                 cfile = gr.File(label="Radiograph (the one uploaded in Predict, or another)", type="filepath",
                                 elem_id="compare-radiograph")
-                cmethod = gr.Dropdown([(METHOD_LABELS[m], m) for m in ("gradcam", "gradcam++", "hirescam", "eigencam")],
-                                      value="gradcam", label="Explanation (Grad-CAM where a model lacks it)")
+                cmethod = gr.Dropdown([(methods.LABELS[m], m) for m in methods.COMPARE],
+                                      value=methods.FALLBACK, label="Explanation (Grad-CAM where a model lacks it)")
                 crun = gr.Button("Compare models", variant="primary", elem_id="compare")
             cmodels = gr.CheckboxGroup(zoo.names, value=zoo.preferred_names or zoo.names, label=(
                 "Models (ticked: the app's models, trained on both data sources; the *_official twins trained on the "

@@ -24,10 +24,6 @@ CAM_CLASSES = {
     "eigencam": EigenCAM,
     "scorecam": ScoreCAM,
 }
-METHOD_LABELS = {
-    "gradcam": "Grad-CAM", "gradcam++": "Grad-CAM++", "hirescam": "HiResCAM",
-    "eigencam": "EigenCAM", "scorecam": "ScoreCAM", "attention_rollout": "Attention rollout",
-}
 
 
 class DecidedTarget:

@@ -14,12 +14,12 @@ import timm
 import torch
 from torch import nn
 
+from . import methods
 from .models import CustomCNN, vgg19_bn_gap
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 HALF = (0.5, 0.5, 0.5)
-CNN_METHODS = ("gradcam", "gradcam++", "hirescam", "eigencam", "scorecam")
 #: Where ``--pretrained local`` looks for the files of ``ModelSpec.local_file``.
 PRETRAINED_DIR_ENV = "FRACTURE_PRETRAINED_DIR"
 _DEFAULT_PRETRAINED_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "pretrained"
@@ -41,7 +41,7 @@ class ModelSpec:
     hub_weights: str | None = None  # what --pretrained hub downloads (None: nothing exists)
     local_file: str | None = None  # file name of offline ImageNet weights, if any
     local_norm: tuple[Sequence[float], Sequence[float]] | None = None  # norm those weights expect
-    explain_methods: Sequence[str] = CNN_METHODS
+    explain_methods: Sequence[str] = methods.CNN
     build_kwargs: dict = field(default_factory=dict)
     size_kwarg: str | None = None  # builder argument that sets another input size (None: any size works)
     fixed_size: bool = False  # True: only ``image_size`` works (a flatten into Linear layers)
@@ -149,10 +149,6 @@ def _wide_resnet(**kwargs) -> nn.Module:
     return ResNet(Bottleneck, layers=(1, 1, 1, 1), base_width=128, channels=(32, 64, 128, 256), num_classes=1, **kwargs)
 
 
-_cnn_methods = CNN_METHODS
-_vit_methods = ("gradcam", "attention_rollout")
-_swin_methods = ("gradcam", "gradcam++", "hirescam", "eigencam")
-
 register(ModelSpec(
     "custom_cnn", "Custom CNN", "The original study's own 3-conv, 5-linear CNN (6.4M parameters).",
     _no_pretrained(lambda **kw: CustomCNN(**kw)), cam_layer=lambda m: m.convs[-1], fixed_size=True))
@@ -174,11 +170,11 @@ register(ModelSpec(
 register(ModelSpec(
     "vit", "Vision Transformer", "timm vit_tiny_patch16_224 (ViT-Ti/16, 5.5M).",
     _timm("vit_tiny_patch16_224"), mean=HALF, std=HALF, kind="vit", cam_layer=lambda m: m.blocks[-1].norm1,
-    hub_weights="vit_tiny_patch16_224.augreg_in21k_ft_in1k", explain_methods=_vit_methods, size_kwarg="img_size"))
+    hub_weights="vit_tiny_patch16_224.augreg_in21k_ft_in1k", explain_methods=methods.VIT, size_kwarg="img_size"))
 register(ModelSpec(
     "swin", "Swin Transformer", "Swin-T layout (depths 2-2-6-2, window 7) at embed dim 48 (6.9M).",
     _timm("swin_tiny_patch4_window7_224", embed_dim=48, num_heads=(2, 4, 8, 16)), kind="swin",
-    cam_layer=lambda m: m.layers[-1].blocks[-1].norm1, explain_methods=_swin_methods, size_kwarg="img_size"))
+    cam_layer=lambda m: m.layers[-1].blocks[-1].norm1, explain_methods=methods.SWIN, size_kwarg="img_size"))
 register(ModelSpec(
     "efficientnet_lite0", "EfficientNet", "timm tf_efficientnet_lite0 (3.4M), ImageNet start from a local file.",
     _timm("tf_efficientnet_lite0"), mean=HALF, std=HALF, cam_layer=lambda m: m.bn2,

@@ -12,6 +12,7 @@ import numpy as np
 from .classifier import LABELS, Explanation, FractureClassifier, load
 from .guard import NOT_A_RADIOGRAPH
 from .imaging import Decoded, ImageSource
+from . import methods
 from .registry import get_spec
 
 BUNDLED_DIR = Path(__file__).resolve().parents[1] / "assets" / "models"
@@ -133,7 +134,7 @@ class ModelZoo:
 
 def supported_method(clf: FractureClassifier, method: str) -> str:
     """``method`` if this model's family offers it, else Grad-CAM (which every family has)."""
-    return method if method in get_spec(clf.arch).explain_methods else "gradcam"
+    return method if method in get_spec(clf.arch).explain_methods else methods.FALLBACK
 
 
 def ensemble_label(p: float) -> dict[str, float]:

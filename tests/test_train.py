@@ -83,6 +83,18 @@ def test_init_from_continues_the_given_model(dataset, tmp_path, trained, capsys)
     assert "it is mobilenetv3 at 64px, not regnet" in capsys.readouterr().err
 
 
+def test_init_from_at_a_higher_resolution_for_conv_nets_only(dataset, tmp_path, trained, capsys):
+    """Train low, fine-tune high (FixRes): a conv net's weights fit any input size; a ViT's position table does not."""
+    run_train(dataset, tmp_path / "hi", "--epochs", "1", "--lr", "0", "--init-from", str(trained), "--image-size", "96")
+    a, b = load_file(tmp_path / "hi" / "model.safetensors"), load_file(trained / "model.safetensors")
+    assert json.loads((tmp_path / "hi" / "config.json").read_text())["image_size"] == 96
+    assert all((a[k] == b[k]).all() for k in a if a[k].ndim == 4)
+    from train.loop import _init_from
+    fd.FractureClassifier.new("vit", "none", 64).save_pretrained(tmp_path / "vit64")
+    with pytest.raises(ValueError, match="it is vit at 64px, not vit at 96px"):
+        _init_from(fd.FractureClassifier.new("vit", "none", 96), str(tmp_path / "vit64"))
+
+
 def test_precise_batch_stats_match_the_batch():
     """After the recount, eval mode on the sample gives what train mode gives (stale averages did not)."""
     import torch

@@ -99,7 +99,9 @@ def _init_from(clf: FractureClassifier, folder: str) -> str:
     """Start from the weights of an earlier run (e.g. the grouped-split model, to make its
     official-split twin in minutes); the card names the source and its data fingerprint."""
     src = load(folder)
-    if src.arch != clf.arch or src.image_size != clf.image_size:
+    spec = get_spec(clf.arch)
+    any_size = spec.size_kwarg is None and not spec.fixed_size  # a conv net: train low, fine-tune high (FixRes)
+    if src.arch != clf.arch or (src.image_size != clf.image_size and not any_size):
         raise ValueError(f"--init-from {folder}: it is {src.arch} at {src.image_size}px, "
                          f"not {clf.arch} at {clf.image_size}px")
     clf.model.load_state_dict(src.model.state_dict())

@@ -1,0 +1,53 @@
+"""The README's tables are built from what the report measured: regimes, matrix rows, seen-test handling."""
+from train.report import localization_table, markdown_table, matrix_table, regime
+
+
+def _scores(auc, bal, by_region=None):
+    m = {"roc_auc": auc, "balanced_accuracy": bal, "accuracy": bal, "ece": 0.05,
+         "ci95": {"roc_auc": [auc - 0.1, auc + 0.05], "balanced_accuracy": [bal - 0.1, bal + 0.05], "accuracy": [0, 1]}}
+    if by_region:
+        m["by_region"] = by_region
+    return m
+
+
+def _row(arch, trained_on, scores, seen=None, loc=None):
+    return {"architecture": arch, "trained_on": trained_on, "scores": scores, "localization": loc or {},
+            "seen": {"official test": 309, "grouped test": 0, "fracatlas test": 0, **(seen or {})},
+            "image_size": 224, "parameters": 3.4e6, "file_mb": 6.5, "latency_ms": 20.0}
+
+
+def test_regime_names_what_a_model_trained_on():
+    assert regime({"data": {"sources": {"bone-fracture": {}, "fracatlas": {}}}}) == "both sources"
+    assert regime({"data": {"sources": {"fracatlas": {}}}}) == "FracAtlas"
+    assert regime({"data": {"split_mode": "official"}}) == "Multi-Region official"
+    assert regime({"data": {"split_mode": "grouped"}}) == "Multi-Region grouped"
+
+
+def test_tables_rank_models_and_never_score_seen_test_sets():
+    region = {"hand": {"n": 10, "positives": 3, "roc_auc": 0.9, "balanced_accuracy": 0.8,
+                       "ci95": {"roc_auc": [0.8, 1.0], "balanced_accuracy": [0.7, 0.9]}}}
+    loc = {"gradcam": {"pointing_game": 0.5, "pointing_game_ci95": [0.4, 0.6], "hits": 37, "n": 74, "mass_ratio": 3.0,
+                       "seconds_per_image": 0.05},
+           "eigencam": {"pointing_game": 0.2, "pointing_game_ci95": [0.1, 0.3], "hits": 15, "n": 74, "mass_ratio": 2.0,
+                        "seconds_per_image": 0.9}}
+    models = {
+        "eff": _row("efficientnet_lite0", "both sources", {"official test": _scores(0.8, 0.8), "grouped test": _scores(0.8, 0.75),
+                                                           "fracatlas test": _scores(0.91, 0.83, region)}, loc=loc),
+        "eff_mr": _row("efficientnet_lite0", "Multi-Region grouped", {"official test": _scores(0.8, 0.8), "grouped test": _scores(0.79, 0.7),
+                                                                     "fracatlas test": _scores(0.62, 0.56, region)}),
+        "eff_fa": _row("efficientnet_lite0", "FracAtlas", {"official test": _scores(0.7, 0.7), "grouped test": _scores(0.6, 0.55),
+                                                          "fracatlas test": _scores(0.88, 0.8, region)}),
+        "regnet_official": _row("regnet", "Multi-Region official", {"official test": _scores(0.99, 0.99)},
+                                seen={"official test": 491, "grouped test": 2082}),
+    }
+    report = {"models": models, "meta": {"commit": "abc1234", "bootstrap": 1000, "fractures_with_boxes": 74,
+                                         "n": {"official test": 506, "grouped test": 2088, "fracatlas test": 498}}}
+    results = markdown_table(report).splitlines()
+    assert [line.split(" | ")[0] for line in results[2:6]] == ["| eff", "| eff_fa", "| eff_mr", "| regnet_official"]
+    assert "seen (2082 files)" in results[5] and "0.50 [0.40, 0.60] (gradcam)" in results[2]
+    matrix = matrix_table(report).splitlines()
+    assert [line.split(" | ")[1] for line in matrix[2:5]] == ["Multi-Region grouped", "FracAtlas", "both sources"]
+    assert "0.900 [0.80, 1.00] (n=10, 3 fr.)" in matrix[4] and "regnet" not in matrix_table(report)
+    loc_rows = localization_table(report).splitlines()
+    assert loc_rows[2].startswith("| eff | gradcam | 0.500 [0.40, 0.60] | 37/74 | 3.00")
+    assert "abc1234" in localization_table(report)
