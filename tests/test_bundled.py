@@ -24,8 +24,11 @@ def test_every_study_family_is_bundled_within_size_limits():
     assert max(sizes.values()) <= 50 * 2**20 and sum(sizes.values()) <= 150 * 2**20
     for f in folders.values():
         assert not list(f.glob("*.bin")) and not list(f.glob("*.pt")) and not (f / ".train_state").exists()
-        card = (f / "README.md").read_text()
-        assert "ODC-By" in card and "Not a medical device" in card
+        card, sources = (f / "README.md").read_text(), json.loads((f / "config.json").read_text())["data"].get("sources")
+        assert "Not a medical device" in card
+        names = set(sources) if sources else {"bone-fracture"}  # one-folder runs trained on the Multi-Region set
+        assert "ODC-By" in card or "bone-fracture" not in names, "credits the Multi-Region set"
+        assert "CC BY 4.0" in card or "fracatlas" not in names, "credits FracAtlas"
 
 
 @pytest.mark.parametrize("name", sorted(REFS["probabilities"]) if REFS else [])
@@ -33,13 +36,16 @@ def test_bundled_model_reproduces_recorded_prediction(name):
     clf = fd.load(MODELS / name)
     p = clf.predict(ROOT / "assets" / "examples" / REFS["image"]).probability
     assert p == pytest.approx(REFS["probabilities"][name], abs=1e-4)
-    expected = {"val", "official test"} | ({"grouped test"} if clf.config["data"]["split_mode"] == "grouped" else set())
+    held_out = clf.config["data"]["split_mode"] != "official" or clf.config["data"].get("sources")
+    expected = {"val", "official test"} | ({"grouped test", "fracatlas test"} if held_out else set())
     assert set(clf.config["metrics"]) >= expected
 
 
-def test_app_lists_every_bundled_model_and_defaults_to_best_grouped():
+def test_app_lists_every_bundled_model_and_defaults_to_the_best_trained_on_both_sources():
     zoo = ModelZoo(discover())
     assert set(zoo.names) == set(REFS["probabilities"])
-    best = max(zoo.entries.values(), key=lambda e: e.score() or -1.0)
-    assert best.score() is not None, "the default was scored on the grouped split"
-    assert zoo.default == best.name
+    both = [e for e in zoo.entries.values() if e.sources == ["bone-fracture", "fracatlas"]]
+    assert STUDY_FAMILIES | {"efficientnet_lite0"} <= {e.name for e in both}, "every family trained on both sources"
+    best = max(both, key=lambda e: e.merit)
+    assert best.score("fracatlas test") is not None and best.score("grouped test") is not None
+    assert zoo.default == best.name and set(zoo.preferred_names) == {e.name for e in both}

@@ -52,6 +52,8 @@ def test_offline_pretrained_weights_load(name):
     stem = {k: v for k, v in model.state_dict().items() if "conv_stem" in k or "stem.conv" in k}
     fresh = fd.create_model(name).state_dict()
     assert any(not torch.equal(v, fresh[k]) for k, v in stem.items()), "weights came from the file"
+    with torch.no_grad():  # a fresh head on ImageNet features: every image starts at P = 0.5
+        assert torch.equal(model.eval()(torch.randn(2, 3, 96, 96)), torch.zeros(2, 1))
 
 
 def test_hub_pretrained_fails_clearly_offline(monkeypatch):

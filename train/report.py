@@ -146,7 +146,8 @@ def record_scores(folder: Path, config: dict, scores: dict, localization: dict) 
     A training run may have scored a resized copy of the data on a GPU; this CPU re-score of the
     original files is what the README, the app's dropdown and the card then all agree on.
     """
-    config["metrics"] = {k: headline(v) for k, v in scores.items()}
+    kept = {k: v for k, v in config.get("metrics", {}).items() if k not in TESTS}  # val etc.: the training run's
+    config["metrics"] = kept | {k: headline(v) for k, v in scores.items()}
     (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     mpath = folder / "metrics.json"
     metrics = json.loads(mpath.read_text()) if mpath.is_file() else {"results": {}}
