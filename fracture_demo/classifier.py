@@ -2,6 +2,11 @@
 
 In the manner of huggingface_hub's ``PyTorchModelHubMixin``: a model folder holds
 ``model.safetensors`` and ``config.json`` and looks exactly like its repo on the Hub.
+Why not the mixin itself: it ties a folder to one ``nn.Module`` class whose ``__init__`` arguments
+are the config, while here one loader serves every architecture (the config names it; the registry
+builds it), and the folder carries what is not a constructor argument: the calibrated temperature and
+threshold, the radiograph guard (``guard.safetensors``), scores and the card. Upload is
+``huggingface_hub.upload_folder`` (fracture_demo.hub), download ``snapshot_download``; nothing is re-implemented.
 """
 from __future__ import annotations
 

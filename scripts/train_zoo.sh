@@ -80,17 +80,21 @@ case $stage in
   guard)  # the app's "does not look like a radiograph": fitted on train radiographs of both sources, thresholded on val
     python -m train.guard --model "$out/efficientnet_lite0" --data "$data:${SPLIT_FILE:-$data/grouped_split.csv}" \
       --data "${FRACATLAS:-data/fracatlas}" ;;
-  sampling)  # issue 11: which sampling keeps ~7,300 Multi-Region files (~525 radiographs) from drowning FracAtlas's ~2,350
+  sampling)  # issue 11: does source-balanced sampling keep ~7,300 Multi-Region files (~525 radiographs) from drowning
+    # FracAtlas's ~2,350? Same recipe, same minutes, plain vs balanced; then FracAtlas alone (the matrix's middle row)
     for b in source none; do
-      both efficientnet_lite0 efficientnet_lite0_both_$b ${BUDGET:-14} --pretrained local --balance $b
+      both efficientnet_lite0 efficientnet_lite0_both_$b ${BUDGET:-12} --pretrained local --balance $b
     done
-    python -m train --data "${sources[3]}" --output-dir "$out/efficientnet_lite0_fracatlas" --model efficientnet_lite0 \
-      --pretrained local --epochs 12 --batch-size 32 --lr 5e-4 --warmup-epochs 0.5 --patience 12 --time-budget ${BUDGET:-14} \
-      --min-sensitivity 0.9 --half --seed 0 || echo "FAILED: efficientnet_lite0_fracatlas" >&2 ;;
-  both)  # ImageNet-started families from ImageNet; the from-scratch ones continue from their grouped model (INIT_DIR)
-    for m in regnet mobilenetv3; do both $m $m ${BUDGET:-10} --pretrained local --balance source; done
+    [ -f "$out/efficientnet_lite0_fracatlas/metrics.json" ] || python -m train --data "${sources[3]}" --output-dir "$out/efficientnet_lite0_fracatlas" --model efficientnet_lite0 \
+      --pretrained local --epochs 10 --batch-size 32 --lr 5e-4 --warmup-epochs 0.5 --patience 10 --time-budget 10 \
+      --min-sensitivity 0.9 --half --seed 0 --bootstrap 200 || echo "FAILED: efficientnet_lite0_fracatlas" >&2 ;;
+  both)  # the other families on both sources (BALANCE: the sampling stage's winner on validation data).
+    # ImageNet-started families from ImageNet; the from-scratch ones continue from their Multi-Region model (INIT_DIR)
+    # and distil from TEACHER_DIR (DeiT-style), as their Multi-Region twins did
+    for m in regnet mobilenetv3; do both $m $m ${BUDGET:-10} --pretrained local --balance ${BALANCE:-source}; done
     for m in ${FAMILIES:-custom_cnn wide_resnet vgg19 vit swin}; do
-      both $m $m ${BUDGET:-8} --balance source --init-from "${INIT_DIR:-assets/models}/$m"
+      both $m $m ${SCRATCH_BUDGET:-6} --balance ${BALANCE:-source} --init-from "${INIT_DIR:-assets/models}/$m" \
+        --teacher "${TEACHER_DIR:-$out/efficientnet_lite0_both_${BALANCE:-source}}"
     done ;;
   *) echo "usage: $0 cpu|gpu|transformers|official|balance|guard|sampling|both DATA OUT" >&2; exit 2 ;;
 esac

@@ -331,7 +331,8 @@ def test_publish_pushes_every_bundled_folder_and_lists_it_in_the_front_matter(tr
     assert "hf_secret" not in out.out + out.err
 
 
-@pytest.mark.parametrize("module", ["train.evaluate", "train.audit", "train.guard", "train.publish", "train.probe"])
+@pytest.mark.parametrize("module", ["train.evaluate", "train.audit", "train.guard", "train.publish", "train.probe",
+                                    "train.localize", "train.fracatlas_split", "train.report"])
 def test_every_cli_describes_itself(module, capsys):
     import importlib
     with pytest.raises(SystemExit):
