@@ -1,0 +1,53 @@
+"""What an epoch draws under each ``--balance``: ``python bench/sampling.py``.
+
+For the two sources trained together, per sampling mode: each source's share of the draws, the share
+of fractured draws, and how many distinct radiographs (copies counted once, by train.audit's name
+rules) an epoch of as many draws as training files is expected to touch. No training: it measures
+the sampler, the first half of "does the Multi-Region set drown FracAtlas".
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from train.audit import radiograph_key  # noqa: E402
+from train.sampling import BALANCE, sample_weights  # noqa: E402
+from train.sources import Source, split_sources  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--data", action="append", default=None, metavar="NAME=DIR[:SPLIT_FILE]")
+    args = ap.parse_args(argv)
+    specs = args.data or ["bone-fracture=data/bone-fracture:assets/splits/grouped_split.csv",
+                          "fracatlas=data/fracatlas:assets/splits/fracatlas_split.csv"]
+    sources = [Source.parse(s) for s in specs]
+    train = split_sources(sources)[0]["train"]
+    n = len(train)
+    keys = [(s.source, radiograph_key(s)) for s in train]
+    names = [src.name for src in sources]
+    print(f"{n} training files; distinct radiographs: " + ", ".join(
+        f"{name} {len({k for k in keys if k[0] == name})} in {sum(s.source == name for s in train)} files" for name in names))
+    print("| sampling | " + " | ".join(f"{name} share of draws" for name in names)
+          + " | fractured share | distinct radiographs touched per epoch |")
+    print("|---|" + "---|" * (len(names) + 2))
+    labels = np.array([s.label for s in train])
+    for mode in BALANCE:
+        w = sample_weights(train, mode)
+        w = np.full(n, 1.0 / n) if w is None else w
+        per_key = defaultdict(float)
+        for k, wi in zip(keys, w):
+            per_key[k] += wi
+        touched = sum(1 - (1 - p) ** n for p in per_key.values())  # expected distinct radiographs in n draws
+        shares = [w[[s.source == name for s in train]].sum() for name in names]
+        print(f"| {mode} | " + " | ".join(f"{x:.1%}" for x in shares) + f" | {w[labels == 1].sum():.1%} | {touched:,.0f} of {len(per_key):,} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
