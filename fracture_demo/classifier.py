@@ -129,8 +129,8 @@ class FractureClassifier:
         return self.normalize(torch.from_numpy(to_array(decoded.image, self.image_size))[None, None])
 
     def probability(self, logits: torch.Tensor) -> torch.Tensor:
-        """Calibrated P(fractured): sigmoid of the temperature-scaled logit."""
-        return torch.sigmoid(logits.float() / float(self.config.get("temperature", 1.0)))
+        """Calibrated P(fractured): sigmoid of the temperature-scaled, shifted logit (Platt scaling)."""
+        return torch.sigmoid(logits.float() / float(self.config.get("temperature", 1.0)) + float(self.config.get("bias", 0.0)))
 
     @property
     def threshold(self) -> float:

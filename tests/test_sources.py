@@ -113,3 +113,29 @@ def test_committed_fracatlas_split_is_leak_free():
     counts = {s: sum(r["split"] == s for r in rows) for s in ("train", "val", "test", "excluded")}
     assert counts == {"train": 2355, "val": 488, "test": 498, "excluded": 122}
     assert not any(r["split"] != "excluded" and r["note"] for r in rows)
+
+
+def test_platt_scaling_undoes_the_shift_class_weighting_leaves():
+    """Logits shifted by log(5) (what a positive weight of 5 does): a temperature cannot recalibrate them, a bias does."""
+    from train.evaluate import expected_calibration_error, fit_calibration, fit_temperature
+    rng = np.random.default_rng(0)
+    y = (rng.random(4000) < 0.2).astype(float)
+    logits = rng.normal(np.where(y == 1, 1.5, -1.5), 1.0) + np.log(5) - np.log(4)  # a calibrated logit, shifted
+    t, b = fit_calibration(logits, y)
+    ece_platt = expected_calibration_error(y, 1 / (1 + np.exp(-(logits / t + b))))
+    ece_temp = expected_calibration_error(y, 1 / (1 + np.exp(-logits / fit_temperature(logits, y))))
+    assert b < -1.0 and ece_platt < 0.02 < ece_temp
+
+
+def test_calibrate_refits_config_not_weights(two_sources, tmp_path):
+    from train.calibrate import main as calibrate_main
+    out = tmp_path / "m"
+    args = ["--model", "mobilenetv3", "--batch-size", "8", "--image-size", "64", "--bootstrap", "0", "--workers", "1",
+            "--epochs", "1", "--output-dir", str(out), "--data", f"a={two_sources[0].root}"]
+    assert train_main(args) == 0
+    weights = (out / "model.safetensors").read_bytes()
+    cfg = json.loads((out / "config.json").read_text())
+    assert calibrate_main(["--model", str(out), "--data", f"a={two_sources[0].root}", "--min-sensitivity", "1.0"]) == 0
+    new = json.loads((out / "config.json").read_text())
+    assert (out / "model.safetensors").read_bytes() == weights
+    assert "bias" in new and new["operating_point"].endswith(">= 1.0") and new["threshold"] <= cfg["threshold"]

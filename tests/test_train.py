@@ -332,7 +332,7 @@ def test_publish_pushes_every_bundled_folder_and_lists_it_in_the_front_matter(tr
 
 
 @pytest.mark.parametrize("module", ["train.evaluate", "train.audit", "train.guard", "train.publish", "train.probe",
-                                    "train.localize", "train.fracatlas_split", "train.report"])
+                                    "train.localize", "train.fracatlas_split", "train.report", "train.calibrate"])
 def test_every_cli_describes_itself(module, capsys):
     import importlib
     with pytest.raises(SystemExit):

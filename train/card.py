@@ -117,7 +117,7 @@ datasets: [bmadushanirodrigo/fracture-multi-region-x-ray-data{', FracAtlas (doi:
 
 **Research and teaching demo. Not a medical device; not for diagnosis.**
 
-{spec.description} One logit; sigmoid = P(fractured), temperature-scaled (T = {config.get('temperature', 1):.3f})
+{spec.description} One logit; sigmoid = P(fractured), calibrated as sigmoid(logit / {config.get('temperature', 1):.3f} {'+' if config.get('bias', 0) >= 0 else '-'} {abs(config.get('bias', 0)):.3f})
 and thresholded at {config.get('threshold', 0.5):.3f} ({config.get('operating_point', 'maximum balanced accuracy on validation')}: a missed
 fracture costs more than a second look), both fitted on validation data. Input: greyscale radiograph
 resized to {config['image_size']}x{config['image_size']}, replicated to 3 channels, normalised with mean

@@ -1,6 +1,6 @@
 """After the last epoch: calibrate on validation data, score every test set, write the model folder, push.
 
-Temperature and threshold come from the pooled validation files of every source, never from a test
+Calibration (temperature and bias) and threshold come from the pooled validation files of every source, never from a test
 split. Test sets: each source's test split (several sources), or the split's test and the official
 test (one folder, as before), with 95% intervals by group.
 """
@@ -14,8 +14,8 @@ import torch
 
 from fracture_demo import load
 
-from .data import ImageCache, Sample, scan
-from .evaluate import choose_threshold, evaluate_set, fit_temperature, headline, predict_logits
+from .data import ImageCache, ImageSet, Sample, scan
+from .evaluate import choose_threshold, evaluate_set, fit_calibration, headline, predict_logits
 from .sources import Source, group_ids
 
 
@@ -33,6 +33,17 @@ def scored_sets(cfg, sources: list[Source], splits: dict[str, list[Sample]]) -> 
     return sets
 
 
+def calibrate(clf, val_set: ImageSet, min_sensitivity: float | None, dev: torch.device | str = "cpu") -> None:
+    """Fit calibration (temperature and bias) and the decision threshold on validation files, into ``clf.config``."""
+    val_logits = predict_logits(clf, val_set.images, device=dev)
+    temperature, bias = fit_calibration(val_logits, val_set.labels)
+    clf.config.update(temperature=temperature, bias=bias)
+    val_p = clf.probability(torch.from_numpy(val_logits)).numpy()
+    clf.config["threshold"] = choose_threshold(val_set.labels, val_p, min_sensitivity)
+    clf.config["operating_point"] = (f"highest threshold with validation sensitivity >= {min_sensitivity}"
+                                     if min_sensitivity else "maximum balanced accuracy on validation (Youden's J)")
+
+
 def finalize(cfg, out: Path, cache: ImageCache, splits: dict, sources: list[Source],
              history: list[dict], stop_reason: str, dev: torch.device) -> dict:
     """Best weights -> calibrate on val -> score test splits -> metrics, plots, model card, push."""
@@ -41,13 +52,8 @@ def finalize(cfg, out: Path, cache: ImageCache, splits: dict, sources: list[Sour
     clf = load(out)
     clf.model.to(dev)
     val_set = cache.load(splits["val"])
-    val_logits = predict_logits(clf, val_set.images, device=dev)
-    temperature = fit_temperature(val_logits, val_set.labels)
-    clf.config["temperature"] = temperature
-    val_p = clf.probability(torch.from_numpy(val_logits)).numpy()
-    clf.config["threshold"] = choose_threshold(val_set.labels, val_p, cfg.min_sensitivity)
-    clf.config["operating_point"] = (f"highest threshold with validation sensitivity >= {cfg.min_sensitivity}"
-                                     if cfg.min_sensitivity else "maximum balanced accuracy on validation (Youden's J)")
+    calibrate(clf, val_set, cfg.min_sensitivity, dev)
+    temperature, bias = clf.config["temperature"], clf.config["bias"]
     train_hashes = set(cache.load(splits["train"]).hashes)
     results = {"val": evaluate_set(clf, val_set, device=dev)[0]}
     curves = {}
@@ -60,7 +66,7 @@ def finalize(cfg, out: Path, cache: ImageCache, splits: dict, sources: list[Sour
         results[name] = m
         curves[name] = (data.labels, p)
     metrics = {"model": cfg.model, "results": results, "history": history, "stop_reason": stop_reason,
-               "temperature": temperature, "threshold": clf.config["threshold"]}
+               "temperature": temperature, "bias": bias, "threshold": clf.config["threshold"]}
     clf.config["metrics"] = {k: headline(v) for k, v in results.items()}
     clf.save_pretrained(out, half=cfg.half)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")

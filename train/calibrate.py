@@ -1,0 +1,45 @@
+"""Refit a model folder's calibration and threshold on validation data: ``python -m train.calibrate --model DIR --data ...``.
+
+For a model whose run predates Platt scaling (temperature only), or to move its operating point:
+the pooled validation files of the given sources (the ones it trained with) refit temperature, bias
+and threshold; ``config.json`` is rewritten, the weights are not touched. Never fitted on test data.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from fracture_demo import load
+
+from .data import ImageCache
+from .finalize import calibrate
+from .sources import Source, split_sources
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m train.calibrate", description=__doc__.split("\n")[0])
+    ap.add_argument("--model", required=True, help="model folder (rewritten in place)")
+    ap.add_argument("--data", action="append", required=True, metavar="NAME=DIR[:SPLIT_FILE]")
+    ap.add_argument("--min-sensitivity", type=float, default=None,
+                    help="threshold: the highest whose validation sensitivity reaches this (default: max balanced accuracy)")
+    args = ap.parse_args(argv)
+    try:
+        clf = load(args.model)
+        splits, _ = split_sources([Source.parse(d) for d in args.data])
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    val = ImageCache(clf.image_size).load(splits["val"])
+    before = {k: clf.config.get(k) for k in ("temperature", "bias", "threshold")}
+    calibrate(clf, val, args.min_sensitivity)
+    path = Path(args.model) / "config.json"
+    path.write_text(json.dumps(clf.config, indent=2) + "\n")
+    after = {k: clf.config.get(k) for k in ("temperature", "bias", "threshold")}
+    print(f"{args.model}: {before} -> {after} on {len(val)} validation files ({clf.config['operating_point']})", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
