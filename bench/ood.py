@@ -1,7 +1,7 @@
 """How well the radiograph guard tells radiographs from everything else: share of each set it flags.
 
     python bench/ood.py --model assets/models/efficientnet_lite0 \
-        --data data/bone-fracture:assets/splits/grouped_split.csv --data data/fracatlas
+        --data data/bone-fracture:assets/splits/grouped_split.csv --data data/fracatlas:assets/splits/fracatlas_split.csv
 
 Radiographs: each source's test split (never seen when the guard was fitted or thresholded).
 Non-radiographs: bench/non_radiographs.py (photos, documents, screenshots, drawings, MRI, CT

@@ -79,7 +79,7 @@ case $stage in
     done ;;
   guard)  # the app's "does not look like a radiograph": fitted on train radiographs of both sources, thresholded on val
     python -m train.guard --model "$out/efficientnet_lite0" --data "$data:${SPLIT_FILE:-$data/grouped_split.csv}" \
-      --data "${FRACATLAS:-data/fracatlas}" ;;
+      --data "${FRACATLAS:-data/fracatlas}:${FRACATLAS_SPLIT:-assets/splits/fracatlas_split.csv}" ;;
   sampling)  # issue 11: does source-balanced sampling keep ~7,300 Multi-Region files (~525 radiographs) from drowning
     # FracAtlas's ~2,350? Same recipe, same minutes, plain vs balanced; then FracAtlas alone (the matrix's middle row)
     for b in source none; do
@@ -96,5 +96,9 @@ case $stage in
       both $m $m ${SCRATCH_BUDGET:-6} --balance ${BALANCE:-source} --init-from "${INIT_DIR:-assets/models}/$m" \
         --teacher "${TEACHER_DIR:-$out/efficientnet_lite0_both_${BALANCE:-source}}"
     done ;;
-  *) echo "usage: $0 cpu|gpu|transformers|official|balance|guard|sampling|both DATA OUT" >&2; exit 2 ;;
+  resolution)  # FracAtlas fractures are small: EfficientNet-Lite0 fine-tuned on at 320 px from its 224 px model
+    # (FixRes-style: a conv net's weights fit any size); kept only if validation data prefer it
+    both efficientnet_lite0 efficientnet_lite0_both_320 ${BUDGET:-12} --image-size 320 --lr 2e-4 --warmup-epochs 0.1 \
+      --balance ${BALANCE:-source} --init-from "$out/efficientnet_lite0_both_${BALANCE:-source}" ;;
+  *) echo "usage: $0 cpu|gpu|transformers|official|balance|guard|sampling|both|resolution DATA OUT" >&2; exit 2 ;;
 esac

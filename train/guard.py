@@ -18,7 +18,8 @@ import torch
 from fracture_demo import FractureClassifier, load
 from fracture_demo.guard import RadiographGuard, guard_features
 
-from .data import ImageCache, Sample, scan, split_samples
+from .data import ImageCache, Sample
+from .sources import Source
 
 VAL_QUANTILE = 99.5
 
@@ -26,7 +27,7 @@ VAL_QUANTILE = 99.5
 def source_splits(spec: str) -> dict[str, list[Sample]]:
     """``DIR`` (its folder split) or ``DIR:SPLIT_FILE`` (a grouped split) -> samples per split."""
     folder, _, split_file = spec.partition(":")
-    return split_samples(scan(folder), "grouped" if split_file else "official", split_file or None)
+    return Source(Path(folder).name, Path(folder), Path(split_file) if split_file else None).splits()
 
 
 @torch.no_grad()
