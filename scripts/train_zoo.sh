@@ -91,14 +91,14 @@ case $stage in
   both)  # the other families on both sources (BALANCE: the sampling stage's winner on validation data).
     # ImageNet-started families from ImageNet; the from-scratch ones continue from their Multi-Region model (INIT_DIR)
     # and distil from TEACHER_DIR (DeiT-style), as their Multi-Region twins did
-    for m in regnet mobilenetv3; do both $m $m ${BUDGET:-10} --pretrained local --balance ${BALANCE:-source}; done
+    for m in regnet mobilenetv3; do both $m $m ${BUDGET:-8} --pretrained local --balance ${BALANCE:-source}; done
     for m in ${FAMILIES:-custom_cnn wide_resnet vgg19 vit swin}; do
-      both $m $m ${SCRATCH_BUDGET:-6} --balance ${BALANCE:-source} --init-from "${INIT_DIR:-assets/models}/$m" \
+      both $m $m ${SCRATCH_BUDGET:-5} --balance ${BALANCE:-source} --init-from "${INIT_DIR:-assets/models}/$m" \
         --teacher "${TEACHER_DIR:-$out/efficientnet_lite0_both_${BALANCE:-source}}"
     done ;;
   resolution)  # FracAtlas fractures are small: EfficientNet-Lite0 fine-tuned on at 320 px from its 224 px model
     # (FixRes-style: a conv net's weights fit any size); kept only if validation data prefer it
-    both efficientnet_lite0 efficientnet_lite0_both_320 ${BUDGET:-12} --image-size 320 --lr 2e-4 --warmup-epochs 0.1 \
+    both efficientnet_lite0 efficientnet_lite0_both_320 ${BUDGET:-10} --image-size 320 --lr 2e-4 --warmup-epochs 0.1 \
       --balance ${BALANCE:-source} --init-from "$out/efficientnet_lite0_both_${BALANCE:-source}" ;;
   *) echo "usage: $0 cpu|gpu|transformers|official|balance|guard|sampling|both|resolution DATA OUT" >&2; exit 2 ;;
 esac

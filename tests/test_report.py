@@ -51,3 +51,15 @@ def test_tables_rank_models_and_never_score_seen_test_sets():
     loc_rows = localization_table(report).splitlines()
     assert loc_rows[2].startswith("| eff | gradcam | 0.500 [0.40, 0.60] | 37/74 | 3.00")
     assert "abc1234" in localization_table(report)
+
+
+def test_score_key_follows_weights_calibration_and_test_files_not_recorded_scores(tmp_path):
+    from train.report import score_key
+    (tmp_path / "model.safetensors").write_bytes(b"weights")
+    cfg = {"architecture": "regnet", "image_size": 224, "temperature": 1.2, "bias": -0.5, "threshold": 0.3}
+    key = score_key(tmp_path, cfg, [["a.jpg"], 1000])
+    assert score_key(tmp_path, {**cfg, "metrics": {"fracatlas test": {}}}, [["a.jpg"], 1000]) == key
+    assert score_key(tmp_path, {**cfg, "bias": 0.0}, [["a.jpg"], 1000]) != key
+    assert score_key(tmp_path, cfg, [["a.jpg", "b.jpg"], 1000]) != key
+    (tmp_path / "model.safetensors").write_bytes(b"other weights")
+    assert score_key(tmp_path, cfg, [["a.jpg"], 1000]) != key

@@ -83,8 +83,10 @@ def by_region(data, p: np.ndarray, groups: list[str], regions: dict[str, str], t
 
 
 def results_table(models_dir: Path, sources: dict, out_dir: Path, reference_image: Path | None,
-                  annotations: Path | None, bootstrap: int = 1000, localize_methods: list[str] | None = None) -> dict:
-    """Re-score every bundled model; write results.json and the ROC plots; return the rows."""
+                  annotations: Path | None, bootstrap: int = 1000, localize_methods: list[str] | None = None,
+                  score_cache: Path | None = None) -> dict:
+    """Re-score every bundled model (or take its scores from ``score_cache`` when nothing they depend on changed);
+    write results.json and the ROC plots; return the rows."""
     from fracture_demo import count_parameters, load
 
     from .data import ImageCache, sha256_file
@@ -98,27 +100,41 @@ def results_table(models_dir: Path, sources: dict, out_dir: Path, reference_imag
     hashes_of: dict[str, set[str]] = {}
     caches: dict[int, ImageCache] = {}
     rows, curves, refs = {}, {name: {} for name in TESTS}, {}
+    fingerprint = {name: [s.rel for s in samples] for name, samples in tests.items()}
     for folder in sorted(p.parent for p in models_dir.glob("*/config.json")):
         clf = load(folder)
         trained = regime(clf.config)
-        if trained not in hashes_of:
-            hashes_of[trained] = {sha256_file(s.path) for s in training_files(clf.config, sources)}
-        cache = caches.setdefault(clf.image_size, ImageCache(clf.image_size))
-        scores, seen = {}, {}
-        for name, samples in tests.items():
-            data = cache.load(samples)
-            seen[name] = sum(h in hashes_of[trained] for h in data.hashes)
-            if seen[name] and name != "official test":  # seen test files: no score (the official one is the study's protocol)
-                continue
-            groups = group_ids(data.samples, list(sources.values()))
-            m, p = evaluate_set(clf, data, groups, bootstrap)
-            m["seen_in_training"] = seen[name]
-            if name == "fracatlas test":
-                m["by_region"] = by_region(data, p, groups, regions, m["threshold"], bootstrap)
-            scores[name] = m
-            curves[name][folder.name] = (data.labels, p)
-        official_twin = trained == "Multi-Region official"
-        loc = localize([str(folder)], cases, localize_methods, bootstrap)[folder.name] if cases and not official_twin else {}
+        key = score_key(folder, clf.config, [fingerprint, [c.path.name for c in cases], localize_methods, bootstrap])
+        hit = score_cache / f"{key}.json" if score_cache else None
+        if hit and hit.is_file():  # the same weights, calibration, test files and settings: scored before
+            saved = json.loads(hit.read_text())
+            scores, seen, loc = saved["scores"], saved["seen"], saved["localization"]
+            for name, (y, p) in saved["curves"].items():
+                curves[name][folder.name] = (np.array(y), np.array(p))
+        else:
+            if trained not in hashes_of:
+                hashes_of[trained] = {sha256_file(s.path) for s in training_files(clf.config, sources)}
+            cache = caches.setdefault(clf.image_size, ImageCache(clf.image_size))
+            scores, seen, own_curves = {}, {}, {}
+            for name, samples in tests.items():
+                data = cache.load(samples)
+                seen[name] = sum(h in hashes_of[trained] for h in data.hashes)
+                if seen[name] and name != "official test":  # seen test files: no score (the official one is the study's protocol)
+                    continue
+                groups = group_ids(data.samples, list(sources.values()))
+                m, p = evaluate_set(clf, data, groups, bootstrap)
+                m["seen_in_training"] = seen[name]
+                if name == "fracatlas test":
+                    m["by_region"] = by_region(data, p, groups, regions, m["threshold"], bootstrap)
+                scores[name] = m
+                own_curves[name] = (data.labels, p)
+                curves[name][folder.name] = (data.labels, p)
+            official_twin = trained == "Multi-Region official"
+            loc = localize([str(folder)], cases, localize_methods, bootstrap)[folder.name] if cases and not official_twin else {}
+            if hit:
+                hit.parent.mkdir(parents=True, exist_ok=True)
+                hit.write_text(json.dumps({"scores": scores, "seen": seen, "localization": loc, "curves": {
+                    k: [y.tolist(), p.tolist()] for k, (y, p) in own_curves.items()}}, default=float))
         record_scores(folder, clf.config, scores, loc)
         rows[folder.name] = {
             "architecture": clf.arch, "trained_on": trained, "scores": scores, "seen": seen, "localization": loc,
@@ -140,6 +156,15 @@ def results_table(models_dir: Path, sources: dict, out_dir: Path, reference_imag
         (models_dir / "reference_predictions.json").write_text(json.dumps(
             {"image": reference_image.name, "probabilities": refs}, indent=2) + "\n")
     return {"meta": meta, "models": rows}
+
+
+def score_key(folder: Path, config: dict, settings: list) -> str:
+    """What a model's scores depend on: its weights, calibration and threshold, the test files, the settings."""
+    import hashlib
+    h = hashlib.sha256((folder / "model.safetensors").read_bytes())
+    h.update(json.dumps([{k: config.get(k) for k in ("architecture", "image_size", "temperature", "bias", "threshold",
+                                                     "mean", "std")}, settings], sort_keys=True, default=str).encode())
+    return h.hexdigest()[:24]
 
 
 def record_scores(folder: Path, config: dict, scores: dict, localization: dict) -> None:
@@ -273,6 +298,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--reference-image", default=None, help="image whose predictions the bundled-model test pins")
     ap.add_argument("--readme", default="README.md")
     ap.add_argument("--bootstrap", type=int, default=1000)
+    ap.add_argument("--score-cache", default=".cache/report", help="scores by weights + calibration + test files + "
+                    "settings, so a rerun re-scores only changed models ('none': re-score all)")
     args = ap.parse_args(argv)
     sources = {s.name: s for s in map(Source.parse, args.data)}
     if set(sources) != {MR, FA}:
@@ -280,7 +307,8 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out_dir)
     report = results_table(Path(args.models), sources, out, Path(args.reference_image) if args.reference_image else None,
                            Path(args.annotations) if args.annotations else None, args.bootstrap,
-                           args.localize_methods.split(","))
+                           args.localize_methods.split(","),
+                           None if args.score_cache == "none" else Path(args.score_cache))
     tables = {"results": markdown_table(report), "matrix": matrix_table(report), "localization": localization_table(report)}
     for marker, table in tables.items():
         (out / f"{marker}.md").write_text(table)
