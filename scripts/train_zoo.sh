@@ -8,6 +8,8 @@
 #   scripts/train_zoo.sh guard DATA OUT          # the default model's radiograph guard (FRACATLAS: its folder)
 #   scripts/train_zoo.sh sampling DATA OUT       # EfficientNet-Lite0 on both sources: source-balanced vs plain sampling, and FracAtlas alone
 #   scripts/train_zoo.sh both DATA OUT           # the other families on both sources (the app's models)
+#   scripts/train_zoo.sh resolution DATA OUT     # EfficientNet-Lite0 at 320 px, fine-tuned from its 224 px run
+#   scripts/train_zoo.sh bundle DATA OUT         # copy the chosen runs into assets/models (then: train.calibrate, guard, report)
 # DATA: Kaggle-layout folder with grouped_split.csv (python -m train.audit); OUT: parent of model folders.
 # ViT and Swin distil from OUT/$TEACHER (default efficientnet_lite0), as DeiT did; train it first.
 set -uo pipefail
@@ -100,5 +102,13 @@ case $stage in
     # (FixRes-style: a conv net's weights fit any size); kept only if validation data prefer it
     both efficientnet_lite0 efficientnet_lite0_both_320 ${BUDGET:-10} --image-size 320 --lr 2e-4 --warmup-epochs 0.1 \
       --balance ${BALANCE:-source} --init-from "$out/efficientnet_lite0_both_${BALANCE:-source}" ;;
-  *) echo "usage: $0 cpu|gpu|transformers|official|balance|guard|sampling|both|resolution DATA OUT" >&2; exit 2 ;;
+  bundle)  # the app's models: each run's folder (weights, config, card, plots; never .train_state) into assets/models.
+    # DEFAULT_RUN: the EfficientNet-Lite0 run validation data chose (sampling, resolution); its Multi-Region-only
+    # predecessor stays as efficientnet_lite0_multiregion, the FracAtlas-only one as efficientnet_lite0_fracatlas
+    copy() { rm -rf "assets/models/$2" && mkdir -p "assets/models/$2" &&
+             cp "$out/$1"/{model.safetensors,config.json,README.md,metrics.json} "$out/$1"/*.png "assets/models/$2/"; }
+    copy "${DEFAULT_RUN:-efficientnet_lite0_both_source}" efficientnet_lite0
+    copy efficientnet_lite0_fracatlas efficientnet_lite0_fracatlas
+    for m in regnet mobilenetv3 custom_cnn wide_resnet vgg19 vit swin; do copy $m $m; done ;;
+  *) echo "usage: $0 cpu|gpu|transformers|official|balance|guard|sampling|both|resolution|bundle DATA OUT" >&2; exit 2 ;;
 esac
