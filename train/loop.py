@@ -6,27 +6,27 @@ weights are the model folder's ``model.safetensors``.
 """
 from __future__ import annotations
 
-import os
 import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
 from fracture_demo import FractureClassifier, get_spec, load
-from fracture_demo.imaging import normalize
 from fracture_demo.registry import count_parameters, resolve_pretrained
 
 from .augment import augment
+from .batchnorm import precise_batch_stats
+from .card import git_commit
 from .data import ImageCache, default_split_file, fingerprint, scan
+from .distributed import setup_distributed
 from .evaluate import predict_logits
 from .finalize import finalize
-from .card import git_commit
 from .sampling import BALANCE, sample_weights
+from .schedule import lr_at
 from .sources import Source, from_legacy, source_names, split_sources
 from .state import load_state, save_state
 
@@ -73,20 +73,6 @@ class TrainConfig:
         return [from_legacy(self.data_dir, self.split_mode, split_file)]
 
 
-def _setup_distributed(device: str) -> tuple[int, int, torch.device]:
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    dev = torch.device(device)
-    if dev.type == "cuda" and world > 1:
-        dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-        torch.cuda.set_device(dev)
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
-    return rank, world, dev
-
-
 def amp_dtype(amp: str, model: str, device: torch.device) -> torch.dtype | None:
     """The autocast precision: "bf16", "none", or "auto" = bf16 on GPUs and, on CPUs, for the families where
     it measured faster (bench/train_speed.py; the registry's ``cpu_bf16``)."""
@@ -110,43 +96,6 @@ def _init_from(clf: FractureClassifier, folder: str) -> str:
             f"data {data.get('fingerprint')}, commit {src.config.get('code_commit') or 'not recorded'})")
 
 
-def precise_batch_stats(model: torch.nn.Module, images: torch.Tensor, mean: list[float], std: list[float],
-                        amp: torch.dtype | None, channels_last: bool, n: int = 512, batch: int = 64) -> None:
-    """Recompute BatchNorm statistics for the current weights ("precise BN", Wu & Johnson 2021).
-
-    Running averages lag weights that move fast when fine-tuning: MobileNetV3 scored 0.94 on val in
-    train mode but called every image fractured in eval mode after one epoch. A fixed sample of
-    (un-augmented) training images, the same on every rank, so every process gets the same numbers.
-    """
-    bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-    if not bns:
-        return
-    was_training = model.training
-    model.eval()  # dropout off; only the BatchNorm layers collect statistics
-    momenta = [m.momentum for m in bns]
-    for m in bns:
-        m.reset_running_stats()
-        m.momentum = None  # cumulative average over the sample
-        m.train()
-    dev = next(model.parameters()).device
-    idx = torch.randperm(len(images), generator=torch.Generator().manual_seed(0))[:n]
-    with torch.no_grad(), torch.autocast(dev.type, dtype=amp or torch.float32, enabled=amp is not None):
-        for i in range(0, len(idx), batch):
-            x = normalize(images[idx[i:i + batch].to(images.device)].to(dev), mean, std)
-            model(x.contiguous(memory_format=torch.channels_last) if channels_last else x)
-    for m, momentum in zip(bns, momenta):
-        m.momentum = momentum
-    model.train(was_training)
-
-
-def _lr_at(progress: float, warmup: float, base: float) -> float:
-    """Linear warm-up, then cosine to zero; ``progress`` and ``warmup`` are fractions of the run."""
-    if progress < warmup:
-        return base * max(progress / warmup, 1e-3)
-    t = (progress - warmup) / max(1e-9, 1 - warmup)
-    return base * 0.5 * (1 + np.cos(np.pi * min(1.0, t)))
-
-
 def _log(rank: int, msg: str) -> None:
     if rank == 0:
         print(msg, file=sys.stderr, flush=True)
@@ -156,7 +105,7 @@ def train(cfg: TrainConfig) -> dict:
     """Train ``cfg.model``; returns the final metrics (or the state of an interrupted run)."""
     if cfg.balance not in BALANCE:  # before minutes of decoding, not after
         raise ValueError(f"balance must be one of {', '.join(BALANCE)}, not {cfg.balance!r}")
-    rank, world, dev = _setup_distributed(cfg.device)
+    rank, world, dev = setup_distributed(cfg.device)
     out = Path(cfg.output_dir)
     sources = cfg.sources()
     splits, crossed = split_sources(sources)
@@ -251,7 +200,7 @@ def train(cfg: TrainConfig) -> dict:
             if cfg.time_budget:  # the schedule ends with whichever runs out first, epochs or minutes
                 progress = max(progress, (time.time() - t_train) / (cfg.time_budget * 60))
             for g in opt.param_groups:
-                g["lr"] = _lr_at(progress, warmup, cfg.lr)
+                g["lr"] = lr_at(progress, warmup, cfg.lr)
             idx = order[i * cfg.batch_size:(i + 1) * cfg.batch_size].to(images.device)
             xb = augment(images[idx], gen, cfg.augment).to(dev, non_blocking=True)
             yb = y_all[idx].to(dev)
