@@ -1,6 +1,6 @@
 """How well the radiograph guard tells radiographs from everything else: share of each set it flags.
 
-    python bench/ood.py --model assets/models/efficientnet_lite0 \
+    python bench/ood.py --model assets/models/efficientnet_lite0_multiregion \
         --data data/bone-fracture:assets/splits/grouped_split.csv --data data/fracatlas:assets/splits/fracatlas_split.csv
 
 Radiographs: each source's test split (never seen when the guard was fitted or thresholded).
@@ -27,7 +27,7 @@ from train.guard import features, source_splits  # noqa: E402
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--model", default="assets/models/efficientnet_lite0")
+    ap.add_argument("--model", default="assets/models/efficientnet_lite0_multiregion", help="the model whose guard the app uses")
     ap.add_argument("--data", action="append", default=[], metavar="DIR[:SPLIT_FILE]")
     args = ap.parse_args()
     clf = load(args.model)

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from .classifier import LABELS, Explanation, FractureClassifier, load
-from .guard import NOT_A_RADIOGRAPH
+from .guard import GUARD_NAME, NOT_A_RADIOGRAPH
 from .imaging import Decoded, ImageSource
 from . import methods
 from .registry import get_spec
@@ -113,10 +113,18 @@ class ModelZoo:
         most = max((len(self.entries[n].sources) for n in self.held_out_names), default=0)
         return [n for n in self.held_out_names if len(self.entries[n].sources) == most]
 
+    @property
+    def guard_model(self) -> str | None:
+        """Whose radiograph guard answers for models without one: the default's, else the first model
+        that has one (a guard is a feature extractor's, not a classifier's: any model's serves)."""
+        with_guard = [n for n, e in self.entries.items() if (Path(e.source) / GUARD_NAME).is_file()]
+        return self.default if self.default in with_guard or not with_guard else with_guard[0]
+
     def radiograph_warning(self, image: ImageSource | Decoded) -> str | None:
-        """The default model's guard on this image: its warning if the image does not look like a radiograph,
+        """The guard model's answer on this image: its warning if the image does not look like a radiograph,
         None if it does (or no guard was fitted). For models that have no guard of their own."""
-        clf = self.get(self.default) if self.default else None
+        name = self.guard_model
+        clf = self.get(name) if name else None
         if clf is None or clf.guard is None:
             return None
         return next((w for w in clf.predict(image).warnings if NOT_A_RADIOGRAPH in w), None)

@@ -63,3 +63,16 @@ def test_app_says_not_meaningful_even_for_a_model_without_guard(guarded, dataset
         assert label == {"does not look like a radiograph": 1.0}
         assert "not meaningful" not in app.predict(str(dataset / "test" / "fractured" / "0.jpg"), model)[3]
     assert "does not look like a radiograph" in app.compare(PHOTO, "gradcam", ["bare"])[3]
+
+
+def test_a_default_without_guard_borrows_another_models(guarded, tmp_path):
+    """The app's default may have no guard of its own: another bundled model's guard answers for it."""
+    import shutil
+    bare = tmp_path / "bare2"
+    shutil.copytree(guarded, bare)
+    (bare / GUARD_NAME).unlink()
+    cfg = fd.load(guarded).config
+    zoo = ModelZoo([ZooEntry(str(bare), "bare", {**cfg, "metrics": {"grouped test": {"balanced_accuracy": 1.0}}}),
+                    ZooEntry(str(guarded), "guarded", cfg)])
+    assert zoo.default == "bare" and zoo.guard_model == "guarded"
+    assert "does not look like a radiograph" in FractureApp(zoo).predict(PHOTO, "bare")[3]
