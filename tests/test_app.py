@@ -60,7 +60,7 @@ def test_details_say_how_sure_under_flips(app, zoo, xray):
 
 def test_defaults_when_only_image_given(app, xray):
     probs, *_ = app.predict(xray)
-    assert probs["fractured"] == pytest.approx(app.zoo.get(app.zoo.default).predict(xray).probability, abs=1e-6)
+    assert probs["fractured"] == pytest.approx(app.zoo.get(app.zoo.default).predict(xray).probability, abs=1e-5)  # batch of 4 (flips) vs 1: float noise, scaled by the calibration
 
 
 def test_compare_every_model(app, xray):
