@@ -28,8 +28,8 @@ ROWS = {
               "--split", "test", "--json"]),
     "train": ("one training epoch: efficientnet_lite0, {images} images, batch 32, bf16 (bench/train_speed.py pipeline)",
               ["bench/train_speed.py", "--data-dir", "{data}", "--images", "{images}", "--epochs", "1", "--only", "pipeline"]),
-    "audit": ("audit feature pass: efficientnet_lite0 features of {images} images x 16 views (`train.audit.view_features`)",
-              ["-c", "import numpy as np; from train.audit import view_features; from train.data import ImageCache, scan; "
+    "audit": ("audit feature pass: efficientnet_lite0 features of {images} images x 16 views (`train.features.view_features`)",
+              ["-c", "import numpy as np; from train.features import view_features; from train.data import ImageCache, scan; "
                      "s = scan('{data}'); s = s[::max(1, len(s) // {images})][:{images}]; "
                      "view_features(ImageCache(160).load(s).images, 'efficientnet_lite0', 'local')"]),
     "app": ("app: predict + Grad-CAM + overlay, default model, 300 calls on real radiographs (`FractureApp.predict`)",

@@ -25,13 +25,9 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 import numpy as np
-import torch
-
-from fracture_demo import create_model
-from fracture_demo.imaging import normalize
-from fracture_demo.registry import data_config
 
 from .data import ImageCache, Sample, default_split_file, scan
+from .features import cached_view_features, feature_similarity, view_features
 
 RULES = ("sha256", "family", "copy-name", "run", "figure", "feature")
 _COPY = re.compile(r"(\s*\(\d+\)|\s*-\s*Copy)+$", re.I)
@@ -114,76 +110,6 @@ def name_edges(samples: list[Sample]) -> list[tuple[int, int, str]]:
     return edges
 
 
-@torch.no_grad()
-def view_features(images: np.ndarray, model_name: str, pretrained: str, batch: int = 16,
-                  angles: tuple[int, ...] = tuple(range(0, 360, 45)), centre: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """L2-normalised features of each image (N x D) and of its rotated/flipped views (N x 2*len(angles) x D),
-    centred on the images' mean feature unless ``centre`` is False."""
-    import torchvision.transforms.v2.functional as TF
-
-    cfg = data_config(model_name, pretrained)
-    model = create_model(model_name, pretrained).eval().to(memory_format=torch.channels_last)
-    model.reset_classifier(0)
-    feats = []
-    for i in range(0, len(images), batch):
-        x = torch.from_numpy(images[i:i + batch]).float() / 255.0
-        views = []
-        for flip in (False, True):
-            xf = x.flip(-1) if flip else x
-            for angle in angles:
-                views.append(TF.rotate(xf, angle, interpolation=TF.InterpolationMode.BILINEAR))
-        v = torch.stack(views, 1).flatten(0, 1)  # (b*views) x 1 x S x S
-        with torch.autocast("cpu", dtype=torch.bfloat16):  # 4x faster on these CPUs; ranks barely move
-            f = model(normalize(v, cfg["mean"], cfg["std"]).contiguous(memory_format=torch.channels_last))
-        feats.append(torch.nn.functional.normalize(f.float(), dim=1).view(len(x), len(views), -1))
-    allf = torch.cat(feats).numpy()
-    allf = centred(allf) if centre else allf
-    return allf[:, 0], allf
-
-
-def centred(views: np.ndarray) -> np.ndarray:
-    """Subtract the mean feature and renormalise: every radiograph looks alike to ImageNet features, and the
-    shared component otherwise dominates the cosine."""
-    allf = torch.from_numpy(views)
-    return torch.nn.functional.normalize(allf - allf.flatten(0, 1).mean(0), dim=-1).numpy()
-
-
-def cached_view_features(images: np.ndarray, hashes: list[str], model_name: str, pretrained: str,
-                         cache: Path | None) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`view_features` (uncentred) remembered per content hash in ``cache`` (npz): a rerun, or a run on a
-    grown data set, computes only the images it has not seen; centring happens after, over these images."""
-    known: dict[str, int] = {}
-    old = np.load(cache) if cache and cache.is_file() else None
-    if old is not None and "size" in old.files and (str(old["model"]), int(old["size"])) == (model_name, images.shape[-1]):
-        known = {h: i for i, h in enumerate(old["hashes"].tolist())}
-    old_views = old["views"] if known else None
-    todo = [i for i, h in enumerate(hashes) if h not in known]
-    new_views = view_features(images[todo], model_name, pretrained, centre=False)[1] if todo else None
-    new_at = {hashes[i]: k for k, i in enumerate(todo)}
-    views = np.stack([old_views[known[h]] if h in known else new_views[new_at[h]] for h in hashes])
-    if cache and todo:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        kept = [] if old_views is None else [old_views]
-        np.savez(cache, views=np.concatenate(kept + [new_views]), hashes=np.array(list(known) + list(new_at)),
-                 model=model_name, size=images.shape[-1])
-    allf = centred(views)
-    return allf[:, 0], allf
-
-
-def feature_similarity(base: np.ndarray, views: np.ndarray, chunk: int = 256) -> np.ndarray:
-    """sim[i, j] = max over views of cos(base_i, view_k(j)), symmetrised."""
-    n = len(base)
-    flat = torch.from_numpy(views.reshape(n * views.shape[1], -1))
-    b = torch.from_numpy(base)
-    sim = np.empty((n, n), np.float32)
-    for i in range(0, n, chunk):
-        s = (b[i:i + chunk] @ flat.T).view(-1, n, views.shape[1]).amax(-1)
-        sim[i:i + chunk] = s.numpy()
-    sim = np.maximum(sim, sim.T)
-    np.fill_diagonal(sim, -1.0)
-    return sim
-
-
 def assign_splits(groups: dict[int, list[int]], labels: np.ndarray, fractions: dict[str, float], seed: int) -> dict[int, str]:
     """Greedy, label-aware: each group (largest first, ties random) goes where it is most missing."""
     rng = np.random.default_rng(seed)
@@ -243,7 +169,7 @@ def audit(data_dir: str, out: Path, report_dir: Path | None, threshold: float = 
     sim_stats = {}
     if features != "none":
         base, views = cached_view_features(images[reps], [data.hashes[r] for r in reps], features, pretrained,
-                                           Path(features_cache) if features_cache else None)
+                                           Path(features_cache) if features_cache else None, extract=view_features)
         sim = feature_similarity(base, views)
         iu = np.triu_indices(len(reps), 1)
         hits = np.flatnonzero(sim[iu] >= threshold)

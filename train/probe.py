@@ -20,7 +20,7 @@ from sklearn.metrics import roc_auc_score
 
 from fracture_demo.registry import get_spec
 
-from .audit import view_features
+from .features import view_features
 from .data import ImageCache, ImageSet, default_split_file, fingerprint, groups_of, scan, split_samples
 from .evaluate import bootstrap_ci, choose_threshold, compute_metrics, fit_temperature, headline
 
