@@ -76,7 +76,7 @@ def test_training_on_two_sources_scores_each(two_sources, tmp_path):
     assert {"val", "a val", "a test", "b val", "b test"} <= set(metrics["results"])
     assert metrics["results"]["b test"]["n"] == 12  # 6 + 6, the copy of A's training file left out
     cfg = json.loads((out / "config.json").read_text())
-    assert set(cfg["data"]["sources"]) == {"a", "b"}
+    assert set(cfg["data"]["sources"]) == {"a", "b"} and cfg["data"]["split_mode"] == "sources"
     assert "sensitivity >= 0.9" in cfg["operating_point"]
     val = metrics["results"]["val"]["confusion_matrix"]
     assert val[1][1] / (val[1][0] + val[1][1]) >= 0.9  # the stated operating point holds on validation

@@ -123,7 +123,8 @@ def train(cfg: TrainConfig) -> dict:
     clf.config.update(
         training={k: v for k, v in asdict(cfg).items() if k not in ("push_to_hub", "private", "device", "resume")},
         pretrained_source=pretrained_label,
-        data={"fingerprint": fingerprint([x for src in sources for x in scan(src.root, src.name)]), "split_mode": cfg.split_mode,
+        data={"fingerprint": fingerprint([x for src in sources for x in scan(src.root, src.name)]),
+              "split_mode": "sources" if cfg.data else cfg.split_mode,  # each source's own split file
               "split_file": sources[0].split_file.name if sources[0].split_file and not cfg.data else None,
               "sources": {src.name: {"split_file": src.split_file.name if src.split_file else None,
                                      "counts": {s: sum(x.source == src.name for x in v) for s, v in splits.items()}}
