@@ -5,6 +5,7 @@ import json
 import os
 import threading
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -113,10 +114,11 @@ class ModelZoo:
         most = max((len(self.entries[n].sources) for n in self.held_out_names), default=0)
         return [n for n in self.held_out_names if len(self.entries[n].sources) == most]
 
-    @property
+    @cached_property
     def guard_model(self) -> str | None:
         """Whose radiograph guard answers for models without one: the default's, else the first model
-        that has one (a guard is a feature extractor's, not a classifier's: any model's serves)."""
+        that has one (a guard is a feature extractor's, not a classifier's: any model's serves).
+        Found once: the entries are fixed, and requests ask on every call."""
         with_guard = [n for n, e in self.entries.items() if (Path(e.source) / GUARD_NAME).is_file()]
         return self.default if self.default in with_guard or not with_guard else with_guard[0]
 
