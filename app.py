@@ -12,6 +12,7 @@ from pathlib import Path
 
 import gradio as gr
 import numpy as np
+import torch
 
 from fracture_demo import ImageError, decode_image, get_spec
 from fracture_demo import methods
@@ -155,12 +156,13 @@ def _about(zoo: ModelZoo) -> str:
     return "\n\n".join(parts)
 
 
-def _cards(zoo: ModelZoo) -> list[tuple[str, str]]:
-    cards = []
+def _cards(zoo: ModelZoo) -> dict[str, str]:
+    """Model name -> its card (README.md without the Hub's front matter)."""
+    cards = {}
     for name, entry in zoo.entries.items():
         readme = Path(entry.source) / "README.md"
         if readme.is_file():
-            cards.append((name, re.sub(r"^---\n.*?\n---\n", "", readme.read_text(), flags=re.S)))
+            cards[name] = re.sub(r"^---\n.*?\n---\n", "", readme.read_text(), flags=re.S)
     return cards
 
 
@@ -236,9 +238,12 @@ def build_app(zoo: ModelZoo) -> gr.Blocks:
             for title, png in ROC_PNGS.items():
                 if png.is_file():
                     gr.Image(str(png), label=title, interactive=False)
-            for name, card in _cards(zoo):
-                with gr.Accordion(f"Model card: {name}", open=False):
-                    gr.Markdown(card)
+            cards = _cards(zoo)
+            if cards:  # one card shown at a time: every block is configured anew for each visitor's session
+                first = default if default in cards else next(iter(cards))
+                card_name = gr.Dropdown(list(cards), value=first, label="Model card", elem_id="card-model")
+                card = gr.Markdown(cards[first], elem_id="card")
+                card_name.change(lambda n: cards.get(n, ""), card_name, card, api_visibility="private")
     # each model computes one request at a time (its lock) on every core; decoding and encoding of other
     # requests overlap with it: two per core measured best (bench/load_test.py, README "Speed")
     demo.queue(default_concurrency_limit=2 * usable_cores(), max_size=64)
@@ -251,8 +256,14 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--host", default=None, help="e.g. 0.0.0.0 to listen on every interface")
     ap.add_argument("--share", action="store_true", help="public gradio.live link (needs a network)")
     ap.add_argument("--models", nargs="*", default=[], help="extra model folders or Hub ids")
+    ap.add_argument("--replicas", type=int, default=usable_cores(),
+                    help="requests each model computes at once, on cores/replicas torch threads each (default: one per core)")
     args = ap.parse_args(argv)
-    zoo = ModelZoo(discover(args.models))
+    # by default requests compute side by side, one torch thread each: a batch of four views gains little from a
+    # second thread, and threads that wait for each other cost kernel time (bench/load_test.py, README "Speed")
+    replicas = max(1, args.replicas)
+    torch.set_num_threads(max(1, usable_cores() // replicas))
+    zoo = ModelZoo(discover(args.models), replicas=replicas)
     if zoo.default:
         zoo.get(zoo.default)  # warm: the first request should not pay for loading
     build_app(zoo).launch(server_name=args.host, server_port=args.port, share=args.share)

@@ -1,6 +1,6 @@
 """Concurrent load on a running app: N gradio_client requests at once, p50/p95 latency, throughput, errors.
 
-    python bench/load_test.py [--requests 50] [--image PATH ...] [--port 7871]
+    python bench/load_test.py [--requests 50] [--image PATH ...] [--port 7871] [--app-args="--replicas 1"]
 
 Starts ``python app.py`` on 127.0.0.1 (loopback only), waits until it answers, connects one Client
 per request (as a stranger's open browser tab would be), then fires all requests at once and
@@ -33,13 +33,14 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=50)
     ap.add_argument("--port", type=int, default=7871)
     ap.add_argument("--image", action="append", default=None, help="repeatable; default: real radiographs")
+    ap.add_argument("--app-args", default="", help="extra arguments for app.py, e.g. '--replicas 1'")
     ap.add_argument("--url", default=None, help="load an app that is already running instead of starting one")
     args = ap.parse_args()
     images = args.image or [str(p) for p in real_radiographs()] or [str(ROOT / "assets/examples/fractured_hand.jpg")]
     from gradio_client import Client, handle_file
     url = args.url or f"http://127.0.0.1:{args.port}/"
     proc = None if args.url else subprocess.Popen(
-        [sys.executable, "app.py", "--port", str(args.port), "--host", "127.0.0.1"], cwd=ROOT,
+        [sys.executable, "app.py", "--port", str(args.port), "--host", "127.0.0.1", *args.app_args.split()], cwd=ROOT,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.time() + 180

@@ -10,12 +10,15 @@ threshold, the radiograph guard (``guard.safetensors``), scores and the card. Up
 """
 from __future__ import annotations
 
+import copy
+import itertools
 import json
 import os
-import threading
-from contextlib import nullcontext
+import queue
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -63,9 +66,10 @@ class FractureClassifier:
         self.model = model.eval()
         self.config = config
         self.arch = config["architecture"]
-        # An explanation hooks the shared module and runs backward through it: one call at a time per
-        # model, or concurrent requests read each other's activations (and, through .grad, corrupted the heap).
-        self._lock = threading.RLock()
+        # An explanation hooks the module and runs backward through it: one call at a time per copy of the
+        # modules, or concurrent requests read each other's activations (and, through .grad, corrupted the heap).
+        self._free: queue.LifoQueue[nn.Module] = queue.LifoQueue()
+        self._free.put(self.model)
         self.guard: RadiographGuard | None = None  # fitted by ``python -m train.guard``; saved beside the weights
 
     @classmethod
@@ -106,6 +110,27 @@ class FractureClassifier:
         self.save_pretrained(folder)
         return push_folder(folder, repo_id, private=private, api=api)
 
+    def replicate(self, copies: int) -> None:
+        """Let ``copies`` calls compute at once, each on its own copy of the modules (hooks, activations) sharing
+        one set of frozen weights. For a server running one torch thread per request (app.py): batch-1 work
+        gains little from a second thread, while two requests side by side use both cores."""
+        shared = {id(t): t for t in itertools.chain(self.model.parameters(), self.model.buffers())}
+        free: queue.LifoQueue[nn.Module] = queue.LifoQueue()
+        free.put(self.model)
+        for _ in range(copies - 1):
+            free.put(copy.deepcopy(self.model, dict(shared)))
+        self._free = free
+
+    @contextmanager
+    def _model_in_use(self) -> Iterator[nn.Module]:
+        """A copy of the model that no other call is using (with one copy, calls take turns)."""
+        free = self._free  # the queue it came from, even if replicate() swaps the queue meanwhile
+        model = free.get()
+        try:
+            yield model
+        finally:
+            free.put(model)
+
     @property
     def unwrapped(self) -> nn.Module:
         return getattr(self.model, "module", self.model)
@@ -137,9 +162,9 @@ class FractureClassifier:
         """Decision threshold on the calibrated probability, chosen on validation data."""
         return float(self.config.get("threshold", 0.5))
 
-    def _guarded(self):
-        """Inside: forward passes record the features the guard needs (nothing without a guard)."""
-        return guard_features(self.unwrapped, self.arch) if self.guard is not None else nullcontext([])
+    def _guarded(self, model: nn.Module):
+        """Inside: forward passes of ``model`` record the features the guard needs (nothing without a guard)."""
+        return guard_features(model, self.arch, self.guard.layer) if self.guard is not None else nullcontext([])
 
     def _prediction(self, p: float, notes: list[str], pooled: list[torch.Tensor] | None = None) -> Prediction:
         """``pooled``: the guard's features from the forward pass that gave ``p``."""
@@ -151,8 +176,8 @@ class FractureClassifier:
     def predict(self, image: ImageSource | Decoded) -> Prediction:
         decoded = self.decode(image)
         x = self.preprocess(decoded)
-        with self._lock, self._guarded() as pooled:
-            p = self.probability(self.model(x)).item()
+        with self._model_in_use() as model, self._guarded(model) as pooled:
+            p = self.probability(model(x)).item()
         return self._prediction(p, decoded.warnings, pooled)
 
     @staticmethod
@@ -164,8 +189,8 @@ class FractureClassifier:
         """P(fractured) of the image and of its horizontal, vertical and double flips: a cheap measure of how
         sure the model is (a radiograph's side and orientation carry no diagnosis; the study trained on flips)."""
         x = self.preprocess(self.decode(image))
-        with self._lock:
-            return self.probability(self.model(self._with_flips(x))).flatten().tolist()
+        with self._model_in_use() as model:
+            return self.probability(model(self._with_flips(x))).flatten().tolist()
 
     def explain(self, image: ImageSource | Decoded, method: str = "gradcam", opacity: float = 0.5,
                 target: str | None = None) -> Explanation:
@@ -181,8 +206,8 @@ class FractureClassifier:
         decide = ((lambda logit: int(self.probability(logit).item() >= self.threshold)) if target is None
                   else (lambda _logit: LABELS.index(target)))
         chosen = _explain.DecidedTarget(decide)
-        with self._lock, self._guarded() as pooled:
-            heat, logits = _explain.cam_map(self.model, self.arch, x, method, chosen)
+        with self._model_in_use() as model, self._guarded(model) as pooled:
+            heat, logits = _explain.cam_map(model, self.arch, x, method, chosen)
         probs = self.probability(logits).flatten().tolist()
         pred = self._prediction(probs[0], decoded.warnings, pooled)
         heat = _explain.resize_map(heat, shown.size)

@@ -48,7 +48,7 @@ def cam_map(model: nn.Module, arch: str, x: torch.Tensor, method: str,
 
     Further images (e.g. flipped views) ride along in the same forward pass; their maps explain the first
     image's class and are dropped. Not thread-safe: hooks go on the shared module for the call
-    (``FractureClassifier`` holds a lock).
+    (``FractureClassifier`` lends each call its own copy of the modules).
     """
     if method == "attention_rollout":
         with _attention_probs(model) as probs, torch.no_grad():

@@ -1,7 +1,7 @@
 """Does this look like a bone radiograph at all? Distance to training radiographs in the model's feature space.
 
 A classifier answers "fractured or not" for anything, a portrait photo included. The guard measures
-the Mahalanobis distance (Lee et al., 2018) of the model's late features of an input (see
+the Mahalanobis distance (Lee et al., 2018) of the model's pooled features at one layer (see
 :func:`guard_features`) to those of its training radiographs (mean and shrunk covariance, Ledoit-Wolf), and flags inputs beyond a
 threshold chosen on validation radiographs. It lives in the model folder as ``guard.safetensors``
 (fitted by ``python -m train.guard``), so it travels with the model to the Hub.
@@ -24,21 +24,25 @@ NOT_A_RADIOGRAPH = "this image does not look like a radiograph"
 
 
 @contextmanager
-def guard_features(model: nn.Module, arch: str) -> Iterator[list[torch.Tensor]]:
-    """Capture, in any forward pass inside, the spatial mean of what the model's CAM target layer receives.
+def guard_features(model: nn.Module, arch: str, layer: str | None = None) -> Iterator[list[torch.Tensor]]:
+    """Capture, in any forward pass inside, the spatial mean of a layer's output: the module named ``layer``
+    (``model.get_submodule``), or by default the input of the model's CAM target layer.
 
-    Measured on the bundled EfficientNet-Lite0 (bench/ood.py): the pooled input of the classifier layer,
-    after the last BatchNorm and ReLU6, flagged 57% of non-radiographs at the same 99.5% validation
-    threshold; the layer input before them, 96%. The registry's CAM layer gives that point for every family.
+    Which layer separates best is measured per model (``bench/ood.py --layers``): for the bundled
+    Multi-Region EfficientNet-Lite0 the CAM layer's input (96% of non-radiographs flagged; 57% one
+    BatchNorm and ReLU6 later, at the classifier's input); for the both-source default at 320 px the
+    output of ``blocks.5`` (98%; 94% at the CAM layer's input). A middle layer still describes the
+    image, where the last ones describe mostly the fracture question.
     """
     from .registry import get_spec, reshape_transform
     captured: list[torch.Tensor] = []
     to_map = reshape_transform(arch, model) or (lambda t: t)
 
-    def hook(_module, args):
-        captured.append(to_map(args[0].detach()).float().mean((2, 3)))
+    def pool(t: torch.Tensor) -> None:
+        captured.append(to_map(t.detach()).float().mean((2, 3)))
 
-    handle = get_spec(arch).cam_layer(model).register_forward_pre_hook(hook)
+    handle = (model.get_submodule(layer).register_forward_hook(lambda _m, _args, out: pool(out)) if layer else
+              get_spec(arch).cam_layer(model).register_forward_pre_hook(lambda _m, args: pool(args[0])))
     try:
         yield captured
     finally:
@@ -51,13 +55,14 @@ class RadiographGuard:
     precision: torch.Tensor  # D x D (inverse of the shrunk covariance)
     threshold: float  # distances above it are flagged
     info: dict  # what it was fitted and thresholded on
+    layer: str | None = None  # whose output is pooled (guard_features); None: the CAM layer's input
 
     @classmethod
-    def fit(cls, features: np.ndarray, info: dict | None = None) -> "RadiographGuard":
+    def fit(cls, features: np.ndarray, info: dict | None = None, layer: str | None = None) -> "RadiographGuard":
         from sklearn.covariance import LedoitWolf
         lw = LedoitWolf().fit(features.astype(np.float64))
         return cls(torch.from_numpy(lw.location_).float(), torch.from_numpy(lw.precision_).float(), float("inf"),
-                   dict(info or {}))
+                   dict(info or {}), layer)
 
     def distance(self, features: torch.Tensor) -> torch.Tensor:
         d = features.float() - self.mean
@@ -78,7 +83,7 @@ class RadiographGuard:
     def save(self, folder: str | Path) -> Path:
         path = Path(folder) / GUARD_NAME
         save_file({"mean": self.mean.contiguous(), "precision": self.precision.contiguous()}, path,
-                  metadata={"threshold": repr(self.threshold), "info": json.dumps(self.info)})
+                  metadata={"threshold": repr(self.threshold), "info": json.dumps(self.info), "layer": self.layer or ""})
         return path
 
     @classmethod
@@ -90,4 +95,5 @@ class RadiographGuard:
         with safe_open(path, "pt") as fh:
             meta = fh.metadata()
         tensors = load_file(path)
-        return cls(tensors["mean"], tensors["precision"], float(meta["threshold"]), json.loads(meta["info"]))
+        return cls(tensors["mean"], tensors["precision"], float(meta["threshold"]), json.loads(meta["info"]),
+                   meta.get("layer") or None)

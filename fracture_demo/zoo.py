@@ -79,8 +79,10 @@ def discover(extra: list[str] | None = None, bundled: Path = BUNDLED_DIR) -> lis
 class ModelZoo:
     """Lazily loads each model once (thread-safe); the default is the best of those trained on the most sources."""
 
-    def __init__(self, entries: list[ZooEntry]) -> None:
+    def __init__(self, entries: list[ZooEntry], replicas: int = 1) -> None:
+        """``replicas``: how many requests each model computes at once (FractureClassifier.replicate)."""
         self.entries = {e.name: e for e in entries}
+        self.replicas = replicas
         self._loaded: dict[str, FractureClassifier] = {}
         self._lock = threading.Lock()
 
@@ -100,7 +102,9 @@ class ModelZoo:
             raise KeyError(f"unknown model {name!r}; available: {', '.join(self.names) or 'none'}")
         with self._lock:
             if name not in self._loaded:
-                self._loaded[name] = load(self.entries[name].source)
+                clf = load(self.entries[name].source)
+                clf.replicate(self.replicas)
+                self._loaded[name] = clf
             return self._loaded[name]
 
     @property

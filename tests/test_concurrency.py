@@ -24,7 +24,8 @@ pytestmark = pytest.mark.skipif(len(IMAGES) < 8, reason="the shared data sets (.
 @pytest.fixture(scope="module")
 def served():
     from gradio_client import Client
-    zoo = ModelZoo([e for e in discover() if e.name in ("efficientnet_lite0", "vit", "swin")])
+    # as app.py serves: each model computes two requests at once (one copy of its modules each)
+    zoo = ModelZoo([e for e in discover() if e.name in ("efficientnet_lite0", "vit", "swin")], replicas=2)
     demo = build_app(zoo)
     port = _free_port()
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
@@ -69,3 +70,14 @@ def test_concurrent_predict_and_compare_match_one_at_a_time(served):
         assert heat.shape == heat_alone.shape and np.abs(heat - heat_alone).mean() < 2.0, job  # same map (lossy encoding aside)
     for _, (img, probs) in sessions:
         assert probs == pytest.approx(alone_compare[img], abs=1e-3)
+
+
+def test_replicas_share_the_weights_not_the_modules():
+    import fracture_demo as fd
+    clf = fd.load("assets/models/efficientnet_lite0")
+    clf.replicate(3)
+    copies = [clf._free.get() for _ in range(3)]
+    assert len({id(m) for m in copies}) == 3 and clf.model in copies  # three sets of modules (hooks, activations)
+    for other in copies[1:]:
+        assert all(a is b for a, b in zip(copies[0].parameters(), other.parameters()))  # one set of weights
+        assert all(a is b for a, b in zip(copies[0].buffers(), other.buffers()))

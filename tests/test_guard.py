@@ -47,6 +47,20 @@ def test_fitted_guard_flags_a_photo_not_a_radiograph(guarded, dataset):
     assert clf.explain(PHOTO).prediction.radiograph is False  # the map's forward pass is checked too
 
 
+def test_a_guard_at_a_named_layer_pools_that_layer_and_keeps_it(guarded, dataset, tmp_path):
+    import shutil
+    folder = tmp_path / "layered"
+    shutil.copytree(guarded, folder)
+    assert guard_main(["--model", str(folder), "--data", str(dataset), "--workers", "1", "--layer", "nope"]) == 2
+    assert guard_main(["--model", str(folder), "--data", str(dataset), "--workers", "1", "--layer", "blocks.3"]) == 0
+    clf = fd.load(folder)
+    channels = []
+    clf.unwrapped.get_submodule("blocks.3").register_forward_hook(lambda _m, _i, out: channels.append(out.shape[1]))
+    assert clf.guard.layer == "blocks.3" and clf.guard.info["layer"] == "blocks.3"
+    assert clf.predict(dataset / "test" / "fractured" / "0.jpg").radiograph is not None
+    assert clf.guard.mean.shape == (channels[0],) != fd.load(guarded).guard.mean.shape  # not the CAM layer's width
+
+
 def test_app_says_not_meaningful_even_for_a_model_without_guard(guarded, dataset, tmp_path):
     import shutil
     bare = tmp_path / "bare"

@@ -65,12 +65,11 @@ def test_source_sampling_weighs_sources_equally_and_copies_once():
         sample_weights(samples, "hospital")
 
 
-def test_training_on_two_sources_scores_each(two_sources, tmp_path):
+def test_training_on_two_sources_scores_each(two_sources, tmp_path, capsys):
     out = tmp_path / "m"
+    data = [a for src in two_sources for a in ("--data", f"{src.name}={src.root}" + (f":{src.split_file}" if src.split_file else ""))]
     args = ["--model", "mobilenetv3", "--batch-size", "8", "--image-size", "64", "--bootstrap", "20", "--workers", "1",
-            "--epochs", "1", "--balance", "source", "--min-sensitivity", "0.9", "--output-dir", str(out)]
-    for src in two_sources:
-        args += ["--data", f"{src.name}={src.root}" + (f":{src.split_file}" if src.split_file else "")]
+            "--epochs", "1", "--balance", "source", "--min-sensitivity", "0.9", "--output-dir", str(out), *data]
     assert train_main(args) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert {"val", "a val", "a test", "b val", "b test"} <= set(metrics["results"])
@@ -80,6 +79,13 @@ def test_training_on_two_sources_scores_each(two_sources, tmp_path):
     assert "sensitivity >= 0.9" in cfg["operating_point"]
     val = metrics["results"]["val"]["confusion_matrix"]
     assert val[1][1] / (val[1][0] + val[1][1]) >= 0.9  # the stated operating point holds on validation
+    from train.evaluate import main as evaluate_main
+    capsys.readouterr()
+    assert evaluate_main(["--model", str(out), *data, "--bootstrap", "20", "--workers", "1", "--json"]) == 0
+    scored = json.loads(capsys.readouterr().out)  # the saved model, each source on its own: as training scored it
+    for name in ("a", "b"):
+        assert scored[name]["n"] == metrics["results"][f"{name} test"]["n"]
+        assert scored[name]["roc_auc"] == pytest.approx(metrics["results"][f"{name} test"]["roc_auc"], abs=1e-3)
 
 
 def test_cli_needs_exactly_one_way_to_name_data(capsys):
@@ -139,3 +145,18 @@ def test_calibrate_refits_config_not_weights(two_sources, tmp_path):
     new = json.loads((out / "config.json").read_text())
     assert (out / "model.safetensors").read_bytes() == weights
     assert "bias" in new and new["operating_point"].endswith(">= 1.0") and new["threshold"] <= cfg["threshold"]
+
+
+def test_probe_fits_on_pooled_sources_and_scores_each(two_sources, capsys):
+    from train.probe import main as probe_main
+    args = ["--models", "mobilenetv3", "--pretrained", "none", "--image-size", "64", "--bootstrap", "20", "--workers", "1"]
+    for src in two_sources:
+        args += ["--data", f"{src.name}={src.root}" + (f":{src.split_file}" if src.split_file else "")]
+    assert probe_main(args) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["dropped_as_copies_of_training_files"] == 2
+    assert report["b test"]["n"] == 12 and report["test"]["n"] == report["a test"]["n"] + 12
+    assert report["b test"]["n_groups"] == len({g for g in group_ids(split_sources(two_sources)[0]["test"], two_sources)
+                                                if g.startswith("b/")})
+    with pytest.raises(SystemExit):  # --data and --data-dir together
+        probe_main(["--data", f"a={two_sources[0].root}", "--data-dir", str(two_sources[0].root)])

@@ -3,6 +3,8 @@
 ``python -m train.evaluate --model M --data-dir D [--split test] [--split-mode official|grouped] [--json]``
 prints the original study's classification report plus balanced accuracy, ROC AUC, expected
 calibration error and the confusion matrix; ``--json`` prints one JSON object instead.
+``--data NAME=DIR[:SPLIT_FILE]`` (repeatable) instead of ``--data-dir`` scores each named source's
+split on its own (its split file's groups for the intervals); ``--json`` then prints one object per source.
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from fracture_demo import load
 from fracture_demo.classifier import LABELS, FractureClassifier
 
 from .data import ImageCache, ImageSet, default_split_file, fingerprint, groups_of, scan, split_samples
+from .sources import Source, group_ids, split_sources
 
 
 @torch.no_grad()
@@ -163,7 +166,9 @@ def format_report(m: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m train.evaluate", description=__doc__.split("\n")[0])
     ap.add_argument("--model", required=True, help="model folder or Hub id")
-    ap.add_argument("--data-dir", required=True, help="folder in Kaggle's layout (only test/ is fine)")
+    ap.add_argument("--data-dir", default="", help="folder in Kaggle's layout (only test/ is fine)")
+    ap.add_argument("--data", action="append", default=[], metavar="NAME=DIR[:SPLIT_FILE]",
+                    help="a named data source with its split file, instead of --data-dir (repeat: each scored on its own)")
     ap.add_argument("--split", default="test", choices=["train", "val", "test"])
     ap.add_argument("--split-mode", default="official", choices=["official", "grouped"])
     ap.add_argument("--split-file", default=None, help="grouped split CSV (default: DATA_DIR/grouped_split.csv)")
@@ -171,6 +176,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, default=None)
     ap.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     args = ap.parse_args(argv)
+    if bool(args.data) == bool(args.data_dir):
+        ap.error("give --data-dir or one or more --data NAME=DIR[:SPLIT_FILE]")
+    if args.data:
+        return _evaluate_sources(args)
     try:
         clf = load(args.model)
         split_file = args.split_file or default_split_file(args.data_dir)
@@ -187,6 +196,34 @@ def main(argv: list[str] | None = None) -> int:
     m.update(model=args.model, architecture=clf.arch, data_dir=str(args.data_dir), split=args.split,
              split_mode=args.split_mode, data_fingerprint=fingerprint(samples))
     print(json.dumps(m) if args.json else f"{args.model} on {args.data_dir} [{args.split_mode} {args.split}]\n" + format_report(m))
+    return 0
+
+
+def _evaluate_sources(args: argparse.Namespace) -> int:
+    """Each ``--data`` source's split scored on its own; files whose bytes are on a training side are left out."""
+    try:
+        clf = load(args.model)
+        sources = [Source.parse(d) for d in args.data]
+        samples = split_sources(sources)[0][args.split]
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    cache = ImageCache(clf.image_size, args.workers)
+    out = {}
+    for src in sources:
+        data = cache.load([s for s in samples if s.source == src.name])
+        if not data.samples:
+            print(f"error: no readable {args.split} images in source {src.name}", file=sys.stderr)
+            return 2
+        m, _ = evaluate_set(clf, data, group_ids(data.samples, sources), args.bootstrap)
+        out[src.name] = m | {"model": args.model, "architecture": clf.arch, "source": f"{src.name}={src.root}",
+                             "split": args.split, "split_file": str(src.split_file or ""),
+                             "data_fingerprint": fingerprint(data.samples)}
+    for name, m in out.items():
+        if not args.json:
+            print(f"{args.model} on {name} [{args.split}]\n{format_report(m)}\n")
+    if args.json:
+        print(json.dumps(out))
     return 0
 
 

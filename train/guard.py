@@ -1,10 +1,11 @@
-"""Fit a model's radiograph guard: ``python -m train.guard --model DIR --data DIR[:SPLIT_FILE] [--data ...]``.
+"""Fit a model's radiograph guard: ``python -m train.guard --model DIR --data DIR[:SPLIT_FILE] [--data ...] [--layer NAME]``.
 
 Fits the mean and shrunk covariance of the model's guard features on the training radiographs of
 every data source given (each distinct file once), then sets the threshold so that at most 0.5% of
 each source's validation radiographs are flagged (the largest of the per-source thresholds), and
 writes ``guard.safetensors`` into the model folder (see fracture_demo/guard.py). ``DIR`` alone uses
-the folder split; ``DIR:SPLIT_FILE`` the audit's grouped split (Multi-Region).
+the folder split; ``DIR:SPLIT_FILE`` a grouped split. ``--layer``: the module whose pooled output the
+guard sees (default: the CAM layer's input); ``bench/ood.py --layers`` measures the candidates.
 """
 from __future__ import annotations
 
@@ -32,9 +33,9 @@ def source_splits(spec: str) -> dict[str, list[Sample]]:
 
 @torch.no_grad()
 def features(clf: FractureClassifier, samples: list[Sample], cache: ImageCache, distinct: bool = False,
-             batch: int = 64) -> np.ndarray:
+             batch: int = 64, layer: str | None = None) -> np.ndarray:
     """The guard's features (fracture_demo.guard.guard_features) of each decodable sample; each content once
-    if ``distinct``."""
+    if ``distinct``; at ``layer`` (None: the CAM layer's input)."""
     data = cache.load(samples)
     first: dict[str, int] = {}
     for i, h in enumerate(data.hashes):
@@ -44,22 +45,23 @@ def features(clf: FractureClassifier, samples: list[Sample], cache: ImageCache, 
     model = clf.unwrapped.eval()
     for i in range(0, len(images), batch):
         x = clf.normalize(torch.from_numpy(images[i:i + batch]))
-        with guard_features(model, clf.arch) as captured:
+        with guard_features(model, clf.arch, layer) as captured:
             model(x)
         out.append(captured[0])
     return torch.cat(out).numpy() if out else np.zeros((0, 0), np.float32)
 
 
-def fit_guard(clf: FractureClassifier, sources: dict[str, dict[str, list[Sample]]], workers: int | None = None) -> RadiographGuard:
-    cache = ImageCache(clf.image_size, workers)
-    train = np.concatenate([features(clf, s["train"], cache, distinct=True) for s in sources.values()])
-    guard = RadiographGuard.fit(train)
+def fit_guard(clf: FractureClassifier, sources: dict[str, dict[str, list[Sample]]], workers: int | None = None,
+              layer: str | None = None, cache: ImageCache | None = None) -> RadiographGuard:
+    cache = cache or ImageCache(clf.image_size, workers)
+    train = np.concatenate([features(clf, s["train"], cache, distinct=True, layer=layer) for s in sources.values()])
+    guard = RadiographGuard.fit(train, layer=layer)
     per_source = {}
     for name, splits in sources.items():
-        d = guard.distance(torch.from_numpy(features(clf, splits["val"], cache))).numpy()
+        d = guard.distance(torch.from_numpy(features(clf, splits["val"], cache, layer=layer))).numpy()
         per_source[name] = {"val_images": int(len(d)), "threshold": float(np.percentile(d, VAL_QUANTILE))}
     guard.threshold = max(v["threshold"] for v in per_source.values())
-    guard.info = {"fit_on": f"train radiographs of {', '.join(sources)} ({len(train)} distinct)",
+    guard.info = {"layer": layer or "input of the CAM layer", "fit_on": f"train radiographs of {', '.join(sources)} ({len(train)} distinct)",
                   "threshold": f"{VAL_QUANTILE}th percentile of validation distances, the largest over sources",
                   "sources": per_source}
     return guard
@@ -70,15 +72,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", required=True, help="model folder to fit the guard for (written into it)")
     ap.add_argument("--data", action="append", required=True, metavar="DIR[:SPLIT_FILE]",
                     help="a data source in Kaggle's layout; repeat for several")
+    ap.add_argument("--layer", default=None, help="module whose pooled output the guard sees, e.g. blocks.5 "
+                    "(default: the input of the model's CAM layer)")
     ap.add_argument("--workers", type=int, default=None)
     args = ap.parse_args(argv)
     try:
         clf = load(args.model)
         sources = {Path(spec.partition(":")[0]).name: source_splits(spec) for spec in args.data}
-    except (FileNotFoundError, ValueError) as exc:
+        if args.layer:
+            clf.unwrapped.get_submodule(args.layer)
+    except (FileNotFoundError, ValueError, AttributeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    guard = fit_guard(clf, sources, args.workers)
+    guard = fit_guard(clf, sources, args.workers, args.layer)
     print(f"wrote {guard.save(args.model)}: threshold {guard.threshold:.1f}; {guard.info}")
     return 0
 

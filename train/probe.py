@@ -1,9 +1,10 @@
-"""Frozen-feature linear probe: ``python -m train.probe --data-dir D [--models a,b] [--image-size S]``.
+"""Frozen-feature linear probe: ``python -m train.probe --data NAME=DIR[:SPLIT_FILE] [--data ...] [--models a,b]``.
 
 How much fracture signal do ImageNet features carry on a split, with no fine-tuning at all? Each
 file's features (mean over 8 flipped / quarter-turned views) from one or more backbones are
 concatenated; a logistic regression is fitted on the train part, its strength, temperature and
-threshold chosen on val, and test is scored with ``train.evaluate``'s metrics and group bootstrap.
+threshold chosen on val, and test is scored with ``train.evaluate``'s metrics and group bootstrap:
+pooled and per source (several ``--data`` are pooled for fitting, as ``python -m train`` pools them).
 Minutes on a CPU: a ceiling check before spending hours fine-tuning, and a baseline every
 fine-tuned model should beat. Writes nothing but its JSON report (stdout, or ``--out``).
 """
@@ -21,8 +22,9 @@ from sklearn.metrics import roc_auc_score
 from fracture_demo.registry import get_spec
 
 from .features import view_features
-from .data import ImageCache, ImageSet, default_split_file, fingerprint, groups_of, scan, split_samples
+from .data import ImageCache, ImageSet, default_split_file, fingerprint
 from .evaluate import bootstrap_ci, choose_threshold, compute_metrics, fit_temperature, headline
+from .sources import Source, from_legacy, group_ids, split_sources
 
 BACKBONES = ("efficientnet_lite0", "mobilenetv2", "mobilenetv3", "regnet")  # those with offline ImageNet weights
 STRENGTHS = (1e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1, 1.0)  # inverse L2 strength C, picked on val
@@ -59,34 +61,46 @@ def fit(x: dict[str, np.ndarray], y: dict[str, np.ndarray], strengths: tuple[flo
     return {"C": c, "temperature": t, "threshold": choose_threshold(y["val"], prob["val"]), "sweep": sweep, "prob": prob}
 
 
-def probe(data_dir: str, models: list[str], split_mode: str = "grouped", split_file: str | None = None,
-          image_size: int = 224, pretrained: str = "local", bootstrap: int = 1000, workers: int | None = None) -> dict:
+def probe(sources: list[Source], models: list[str], image_size: int = 224, pretrained: str = "local",
+          bootstrap: int = 1000, workers: int | None = None) -> dict:
     for m in models:
         get_spec(m)  # an unknown name fails before minutes of decoding
-    split_file = split_file or str(default_split_file(data_dir))
-    parts = split_samples(scan(data_dir), split_mode, split_file)
+    parts, dropped = split_sources(sources)
     cache = ImageCache(image_size, workers)
     sets = {k: cache.load(v) for k, v in parts.items()}
     per_model = [features(sets, m, pretrained) for m in models]
     x = {k: np.concatenate([f[k] for f in per_model], 1) for k in sets}
     y = {k: s.labels for k, s in sets.items()}
     res = fit(x, y)
-    out = {"models": models, "image_size": image_size, "split_mode": split_mode, "C": res["C"],
-           "temperature": res["temperature"], "threshold": res["threshold"], "sweep": res["sweep"],
+    out = {"models": models, "image_size": image_size, "sources": [f"{s.name}={s.root}:{s.split_file or ''}" for s in sources],
+           "C": res["C"], "temperature": res["temperature"], "threshold": res["threshold"], "sweep": res["sweep"],
+           "dropped_as_copies_of_training_files": len(dropped),
            "data_fingerprint": {k: fingerprint(s.samples) for k, s in sets.items()}}
-    for k in ("val", "test"):
-        m = compute_metrics(y[k], res["prob"][k], res["threshold"])
-        out[k] = headline(m) | {"n": m["n"]}
-    groups = groups_of(sets["test"].samples, split_file if split_mode == "grouped" else None)  # else: one per file
-    if bootstrap:
-        out["test"]["ci95"] = bootstrap_ci(y["test"], res["prob"]["test"], groups, res["threshold"], bootstrap)
-        out["test"]["n_groups"] = len(set(groups))
+    out["val"] = _scores(y["val"], res["prob"]["val"], res["threshold"])
+    test = sets["test"]
+    groups = np.array(group_ids(test.samples, sources))
+    origin = np.array([s.source for s in test.samples])
+    for name in [""] + ([s.name for s in sources] if len(sources) > 1 else []):
+        idx = np.flatnonzero(origin == name) if name else np.arange(len(test.samples))
+        out[f"{name} test".strip()] = _scores(y["test"][idx], res["prob"]["test"][idx], res["threshold"],
+                                              list(groups[idx]), bootstrap)
+    return out
+
+
+def _scores(y: np.ndarray, p: np.ndarray, threshold: float, groups: list[str] | None = None, bootstrap: int = 0) -> dict:
+    m = compute_metrics(y, p, threshold)
+    out = headline(m) | {"n": m["n"]}
+    if groups is not None and bootstrap:
+        out["ci95"] = bootstrap_ci(y, p, groups, threshold, bootstrap)
+        out["n_groups"] = len(set(groups))
     return out
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m train.probe", description=__doc__.split("\n")[0])
-    ap.add_argument("--data-dir", required=True, help="folder in Kaggle's layout")
+    ap.add_argument("--data", action="append", default=[], metavar="NAME=DIR[:SPLIT_FILE]",
+                    help="a named data source with its split file (repeat: pooled for fitting, scored per source)")
+    ap.add_argument("--data-dir", default="", help="one folder in Kaggle's layout (instead of --data)")
     ap.add_argument("--models", default=",".join(BACKBONES), help="comma-separated registry names (features concatenated)")
     ap.add_argument("--split-mode", default="grouped", choices=["official", "grouped"])
     ap.add_argument("--split-file", default=None, help="grouped split CSV (default: DATA_DIR/grouped_split.csv)")
@@ -96,9 +110,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, default=None)
     ap.add_argument("--out", default=None, help="write the JSON report here as well")
     args = ap.parse_args(argv)
+    if bool(args.data) == bool(args.data_dir):
+        ap.error("give --data-dir or one or more --data NAME=DIR[:SPLIT_FILE]")
     try:
-        report = probe(args.data_dir, args.models.split(","), args.split_mode, args.split_file, args.image_size,
-                       args.pretrained, args.bootstrap, args.workers)
+        sources = ([Source.parse(d) for d in args.data] if args.data else
+                   [from_legacy(args.data_dir, args.split_mode, args.split_file or str(default_split_file(args.data_dir)))])
+        report = probe(sources, args.models.split(","), args.image_size, args.pretrained, args.bootstrap, args.workers)
     except (FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
