@@ -250,20 +250,25 @@ def build_app(zoo: ModelZoo) -> gr.Blocks:
     return demo
 
 
+def serving_zoo(extra: list[str] | None = None, replicas: int | None = None) -> ModelZoo:
+    """The zoo as the app serves it: ``replicas`` requests per model at once (default: one per core), each on
+    cores / replicas torch threads. One thread per request by default: a batch of four views gains little from
+    a second thread, and threads that wait for each other cost kernel time (bench/load_test.py, README "Speed")."""
+    replicas = max(1, replicas or usable_cores())
+    torch.set_num_threads(max(1, usable_cores() // replicas))
+    return ModelZoo(discover(extra), replicas=replicas)
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--port", type=int, default=None, help="default: $GRADIO_SERVER_PORT or 7860")
     ap.add_argument("--host", default=None, help="e.g. 0.0.0.0 to listen on every interface")
     ap.add_argument("--share", action="store_true", help="public gradio.live link (needs a network)")
     ap.add_argument("--models", nargs="*", default=[], help="extra model folders or Hub ids")
-    ap.add_argument("--replicas", type=int, default=usable_cores(),
+    ap.add_argument("--replicas", type=int, default=None,
                     help="requests each model computes at once, on cores/replicas torch threads each (default: one per core)")
     args = ap.parse_args(argv)
-    # by default requests compute side by side, one torch thread each: a batch of four views gains little from a
-    # second thread, and threads that wait for each other cost kernel time (bench/load_test.py, README "Speed")
-    replicas = max(1, args.replicas)
-    torch.set_num_threads(max(1, usable_cores() // replicas))
-    zoo = ModelZoo(discover(args.models), replicas=replicas)
+    zoo = serving_zoo(args.models, args.replicas)
     if zoo.default:
         zoo.get(zoo.default)  # warm: the first request should not pay for loading
     build_app(zoo).launch(server_name=args.host, server_port=args.port, share=args.share)

@@ -32,11 +32,13 @@ ROWS = {
               ["-c", "import numpy as np; from train.features import view_features; from train.data import ImageCache, scan; "
                      "s = scan('{data}'); s = s[::max(1, len(s) // {images})][:{images}]; "
                      "view_features(ImageCache(160).load(s).images, 'efficientnet_lite0', 'local')"]),
-    "app": ("app: predict + Grad-CAM + overlay, default model, 300 calls on real radiographs (`FractureApp.predict`)",
-            ["-c", "from app import FractureApp; from fracture_demo.zoo import ModelZoo, discover; "
+    "app": ("app: predict + Grad-CAM + overlay, default model, 300 calls on real radiographs, as the app serves them "
+            "(`FractureApp.predict` from one thread per replica, `app.serving_zoo`)",
+            ["-c", "from concurrent.futures import ThreadPoolExecutor; from app import FractureApp, serving_zoo; "
                    "from tests.real_images import real_radiographs; "
                    "imgs = [str(p) for p in real_radiographs()] or ['assets/examples/fractured_hand.jpg']; "
-                   "app = FractureApp(ModelZoo(discover())); [app.predict(imgs[i % len(imgs)]) for i in range(300)]"]),
+                   "zoo = serving_zoo(); app = FractureApp(zoo); "
+                   "list(ThreadPoolExecutor(zoo.replicas).map(lambda i: app.predict(imgs[i % len(imgs)]), range(300)))"]),
 }
 
 

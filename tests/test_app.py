@@ -1,7 +1,6 @@
 """The app's functions, its bad-input messages, hook hygiene, and the launched app via gradio_client."""
 import io
 import socket
-import threading
 
 import gradio as gr
 import numpy as np

@@ -1,5 +1,4 @@
 """One radiograph, one answer: lossless re-encodings decode to the same pixels and get the same probability."""
-import io
 
 import numpy as np
 import pytest
