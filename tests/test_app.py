@@ -222,3 +222,19 @@ def test_a_known_example_shows_its_drawn_outline_over_the_map(zoo, xray, tmp_pat
     Image.open(xray).rotate(90).save(other)  # any other file: no outline
     _, over, _, details, _ = app.predict(str(other), "tiny")
     assert green(over) <= 5 and "annotators" not in details
+
+
+def test_about_shows_one_model_card_at_a_time():
+    """Each visitor's session configures every block anew: one card block, not one accordion per model."""
+    from app import _cards
+    from fracture_demo.zoo import discover
+    zoo = ModelZoo(discover())
+    cards = _cards(zoo)
+    assert set(cards) == set(zoo.names) and not any(c.startswith("---") for c in cards.values())  # front matter gone
+    demo = build_app(zoo)
+    picker = next(b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "card-model")
+    card = next(b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "card")
+    assert picker.value == zoo.default and card.value.strip() == cards[zoo.default].strip()
+    assert not any(isinstance(b, gr.Accordion) for b in demo.blocks.values())
+    change = next(d for d in demo.fns.values() if d.inputs == [picker] and d.outputs == [card])
+    assert change.fn("vit") == cards["vit"]
