@@ -11,6 +11,7 @@
 #   scripts/train_zoo.sh resolution DATA OUT     # EfficientNet-Lite0 at 320 px, fine-tuned from its 224 px run
 #   scripts/train_zoo.sh longer DATA OUT         # the default trained on for BUDGET (40) more minutes
 #   scripts/train_zoo.sh lowlr DATA OUT          # step 3's recipe at lr 1e-4 instead of 5e-4
+#   scripts/train_zoo.sh lpft DATA OUT           # step 3's recipe from a head fitted on frozen features (LP-FT)
 #   scripts/train_zoo.sh bundle DATA OUT         # copy the chosen runs into assets/models (then: train.calibrate, guard, report)
 # DATA: Kaggle-layout folder with grouped_split.csv (python -m train.audit); OUT: parent of model folders.
 # ViT and Swin distil from OUT/$TEACHER (default efficientnet_lite0), as DeiT did; train it first.
@@ -111,6 +112,8 @@ case $stage in
       --balance ${BALANCE:-source} --init-from assets/models/efficientnet_lite0 ;;
   lowlr)  # issue 11's rung "keep more of ImageNet": step 3's recipe (224 px, 12 min, source-balanced) at a fifth of the rate
     LR=1e-4 both efficientnet_lite0 efficientnet_lite0_both_lowlr ${BUDGET:-12} --pretrained local --balance source ;;
+  lpft)  # issue 11's rung LP-FT: step 3's recipe (224 px, source-balanced, 3 epochs) from a head fitted on frozen features
+    EPOCHS=3 both efficientnet_lite0 efficientnet_lite0_both_lpft ${BUDGET:-40} --pretrained local --balance source --head-init probe ;;
   bundle)  # the app's models: each run's folder (weights, config, card, plots; never .train_state) into assets/models.
     # DEFAULT_RUN: the EfficientNet-Lite0 run validation data chose (sampling, resolution); its Multi-Region-only
     # predecessor stays as efficientnet_lite0_multiregion, the FracAtlas-only one as efficientnet_lite0_fracatlas
@@ -119,5 +122,5 @@ case $stage in
     copy "${DEFAULT_RUN:-efficientnet_lite0_both_source}" efficientnet_lite0
     copy efficientnet_lite0_fracatlas efficientnet_lite0_fracatlas
     for m in regnet mobilenetv3 custom_cnn wide_resnet vgg19 vit swin; do copy $m $m; done ;;
-  *) echo "usage: $0 cpu|gpu|transformers|official|balance|guard|sampling|both|resolution|longer|lowlr|bundle DATA OUT" >&2; exit 2 ;;
+  *) echo "usage: $0 cpu|gpu|transformers|official|balance|guard|sampling|both|resolution|longer|lowlr|lpft|bundle DATA OUT" >&2; exit 2 ;;
 esac

@@ -348,3 +348,25 @@ def test_auto_precision_follows_the_registry_on_cpu_and_is_bf16_on_gpus():
     assert amp_dtype("auto", "efficientnet_lite0", cpu) is None and amp_dtype("auto", "regnet", cpu) == torch.bfloat16
     assert amp_dtype("auto", "efficientnet_lite0", gpu) == torch.bfloat16
     assert amp_dtype("bf16", "mobilenetv3", cpu) == torch.bfloat16 and amp_dtype("none", "swin", gpu) is None
+
+
+def test_head_init_probe_sets_the_head_to_the_frozen_feature_fit(dataset):
+    """LP-FT's first step: the classifier equals the probe's logistic regression on the frozen features."""
+    import torch
+    from sklearn.metrics import roc_auc_score
+    from train.data import ImageCache, scan, split_samples
+    from train.head_init import fit_head, pooled_features
+    clf = fd.FractureClassifier.new("mobilenetv3", "none", 64)
+    parts = split_samples(scan(dataset), "official")
+    cache = ImageCache(64, 1)
+    train_set, val_set = cache.load(parts["train"]), cache.load(parts["val"])
+    info = fit_head(clf, train_set, val_set)
+    head = clf.unwrapped.get_classifier()
+    assert head.weight.abs().sum() > 0 and info["train_files"] == len(set(train_set.hashes))
+    with torch.no_grad():
+        logits = clf.unwrapped.eval()(clf.normalize(torch.from_numpy(val_set.images))).flatten().numpy()
+    assert roc_auc_score(val_set.labels, logits) == pytest.approx(info["val_roc_auc"], abs=1e-6)  # the same fit
+    folder_cnn = fd.FractureClassifier.new("custom_cnn", "none")  # no timm head: refused before any work
+    with pytest.raises(ValueError, match="linear logit"):
+        fit_head(folder_cnn, train_set, val_set)
+    assert pooled_features(clf, val_set.images).shape[0] == len(val_set)

@@ -49,7 +49,9 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     ap.add_argument("--teacher", default=None, help="model folder to distil from (DeiT-style, soft targets)")
     ap.add_argument("--distill-alpha", type=float, default=d["distill_alpha"], help="weight of the teacher's loss")
     ap.add_argument("--distill-temperature", type=float, default=d["distill_temperature"])
-    ap.add_argument("--workers", type=int, default=None, help="decode processes (default: min(8, CPUs))")
+    ap.add_argument("--workers", type=int, default=None, help="decode threads (default: the usable cores)")
+    ap.add_argument("--head-init", default=d["head_init"], choices=["zero", "probe"],
+                    help="probe: fit the classifier on frozen features before fine-tuning (LP-FT)")
     ap.add_argument("--time-limit", type=float, default=None,
                     help="minutes; pause after the epoch crossing it (continue with --resume)")
     ap.add_argument("--time-budget", type=float, default=None,

@@ -25,6 +25,7 @@ from .data import ImageCache, default_split_file, fingerprint, scan
 from .distributed import setup_distributed
 from .evaluate import predict_logits
 from .finalize import finalize
+from .head_init import fit_head
 from .sampling import BALANCE, sample_weights
 from .schedule import lr_at
 from .sources import Source, from_legacy, source_names, split_sources
@@ -65,6 +66,7 @@ class TrainConfig:
     device: str = "auto"
     data: list[str] = field(default_factory=list)  # NAME=DIR[:SPLIT_FILE] sources (train.sources); else data_dir
     min_sensitivity: float | None = None  # threshold: the highest with at least this val sensitivity (else Youden)
+    head_init: str = "zero"  # zero (registry) | probe: fitted on frozen features first (train.head_init)
 
     def sources(self) -> list[Source]:
         if self.data:
@@ -143,6 +145,9 @@ def train(cfg: TrainConfig) -> dict:
         _log(rank, f"skipped {name}: {why}")
     for name, notes in {**train_set.notes, **val_set.notes}.items():
         _log(rank, f"used with a caveat {name}: {'; '.join(notes)}")
+    if cfg.head_init == "probe" and not (cfg.resume and (out / ".train_state").exists()):
+        clf.config["head_init"] = fit_head(clf, train_set, val_set)
+        _log(rank, f"head fitted on frozen features: {clf.config['head_init']}")
 
     model = clf.model.to(dev)
     channels_last = get_spec(cfg.model).kind == "cnn"  # faster for CNNs on GPUs and on these CPUs alike

@@ -45,7 +45,8 @@ def features(sets: dict[str, ImageSet], model: str, pretrained: str) -> dict[str
 
 
 def fit(x: dict[str, np.ndarray], y: dict[str, np.ndarray], strengths: tuple[float, ...] = STRENGTHS) -> dict:
-    """Logistic regression on train (classes weighted equally), C by val ROC AUC; probabilities of every split."""
+    """Logistic regression on train (classes weighted equally), C by val ROC AUC; probabilities of every split, and
+    the fit as ``weight``, ``bias`` on the unstandardised features."""
     mu, sd = x["train"].mean(0), x["train"].std(0) + 1e-6
     z = {k: (v - mu) / sd for k, v in x.items()}
     sweep, best = [], None
@@ -58,7 +59,9 @@ def fit(x: dict[str, np.ndarray], y: dict[str, np.ndarray], strengths: tuple[flo
     _, c, lr = best
     t = fit_temperature(lr.decision_function(z["val"]), y["val"])
     prob = {k: 1 / (1 + np.exp(-lr.decision_function(v) / t)) for k, v in z.items()}
-    return {"C": c, "temperature": t, "threshold": choose_threshold(y["val"], prob["val"]), "sweep": sweep, "prob": prob}
+    w = lr.coef_[0] / sd  # the same decision function on unstandardised features: a linear layer's weights
+    return {"C": c, "temperature": t, "threshold": choose_threshold(y["val"], prob["val"]), "sweep": sweep, "prob": prob,
+            "weight": w, "bias": float(lr.intercept_[0] - (w * mu).sum())}
 
 
 def probe(sources: list[Source], models: list[str], image_size: int = 224, pretrained: str = "local",

@@ -1,0 +1,42 @@
+"""Fit the classifier head on frozen features before fine-tuning (LP-FT, Kumar et al. 2022): ``--head-init probe``.
+
+A logistic regression on frozen ImageNet features beats every model fine-tuned here on FracAtlas (README,
+the ladder's *floor* row), so fine-tuning loses features it should keep. Starting from a fitted head
+(train.probe's fit on the model's own pooled features, strength chosen on val), the first gradients
+through the backbone come from a head that already separates the classes, and change it less.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from fracture_demo import FractureClassifier
+
+from .data import ImageSet
+from .probe import fit
+
+
+@torch.no_grad()
+def pooled_features(clf: FractureClassifier, images: np.ndarray, batch: int = 32) -> np.ndarray:
+    """What the classifier layer sees (timm's ``pre_logits``) for each uint8 1xSxS image, model in eval mode."""
+    model = clf.unwrapped.eval()
+    out = [model.forward_head(model.forward_features(clf.normalize(torch.from_numpy(images[i:i + batch]))), pre_logits=True)
+           for i in range(0, len(images), batch)]
+    return torch.cat(out).float().numpy()
+
+
+@torch.no_grad()
+def fit_head(clf: FractureClassifier, train: ImageSet, val: ImageSet) -> dict:
+    """Set ``clf``'s classifier to the probe's fit on its frozen features (each distinct training file once)."""
+    model = clf.unwrapped
+    head = model.get_classifier() if hasattr(model, "forward_head") else None
+    if not isinstance(head, nn.Linear) or head.out_features != 1:
+        raise ValueError(f"--head-init probe needs a timm model with one linear logit; {clf.arch} has none")
+    first = {h: i for i, h in reversed(list(enumerate(train.hashes)))}
+    keep = sorted(first.values())
+    res = fit({"train": pooled_features(clf, train.images[keep]), "val": pooled_features(clf, val.images)},
+              {"train": train.labels[keep], "val": val.labels})
+    head.weight.copy_(torch.from_numpy(res["weight"]).float().view_as(head.weight))
+    head.bias.fill_(res["bias"])
+    return {"C": res["C"], "val_roc_auc": max(r["val_roc_auc"] for r in res["sweep"]), "train_files": len(keep)}
