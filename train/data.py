@@ -119,6 +119,13 @@ class ImageSet:
     def __len__(self) -> int:
         return len(self.samples)
 
+    def distinct(self) -> list[int]:
+        """Index of the first sample of each distinct content (rotated copies aside, byte copies count once)."""
+        first: dict[str, int] = {}
+        for i, h in enumerate(self.hashes):
+            first.setdefault(h, i)
+        return list(first.values())
+
 
 class ImageCache:
     """Decodes each distinct file once per run (by content hash), shared by every split."""

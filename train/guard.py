@@ -37,10 +37,7 @@ def features(clf: FractureClassifier, samples: list[Sample], cache: ImageCache, 
     """The guard's features (fracture_demo.guard.guard_features) of each decodable sample; each content once
     if ``distinct``; at ``layer`` (None: the CAM layer's input)."""
     data = cache.load(samples)
-    first: dict[str, int] = {}
-    for i, h in enumerate(data.hashes):
-        first.setdefault(h, i)
-    images = data.images[list(first.values())] if distinct else data.images
+    images = data.images[data.distinct()] if distinct else data.images
     out = []
     model = clf.unwrapped.eval()
     for i in range(0, len(images), batch):

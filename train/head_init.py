@@ -33,8 +33,7 @@ def fit_head(clf: FractureClassifier, train: ImageSet, val: ImageSet) -> dict:
     head = model.get_classifier() if hasattr(model, "forward_head") else None
     if not isinstance(head, nn.Linear) or head.out_features != 1:
         raise ValueError(f"--head-init probe needs a timm model with one linear logit; {clf.arch} has none")
-    first = {h: i for i, h in reversed(list(enumerate(train.hashes)))}
-    keep = sorted(first.values())
+    keep = train.distinct()
     res = fit({"train": pooled_features(clf, train.images[keep]), "val": pooled_features(clf, val.images)},
               {"train": train.labels[keep], "val": val.labels})
     head.weight.copy_(torch.from_numpy(res["weight"]).float().view_as(head.weight))
