@@ -8,10 +8,11 @@
 #   scripts/train_zoo.sh guard DATA OUT          # the default model's radiograph guard (FRACATLAS: its folder)
 #   scripts/train_zoo.sh sampling DATA OUT       # EfficientNet-Lite0 on both sources: source-balanced vs plain sampling, and FracAtlas alone
 #   scripts/train_zoo.sh both DATA OUT           # the other families on both sources (the app's models)
-#   scripts/train_zoo.sh resolution DATA OUT     # EfficientNet-Lite0 at 320 px, fine-tuned from its 224 px run
+#   scripts/train_zoo.sh resolution DATA OUT     # EfficientNet-Lite0 at 320 px (SIZE), fine-tuned from its 224 px run (INIT)
 #   scripts/train_zoo.sh longer DATA OUT         # the default trained on for BUDGET (40) more minutes
 #   scripts/train_zoo.sh lowlr DATA OUT          # step 3's recipe at lr 1e-4 instead of 5e-4
 #   scripts/train_zoo.sh lpft DATA OUT           # step 3's recipe from a head fitted on frozen features (LP-FT)
+#   scripts/train_zoo.sh lpftld DATA OUT         # LP-FT with a calibrated head and layer-wise lr decay 0.85
 #   scripts/train_zoo.sh bundle DATA OUT         # copy the chosen runs into assets/models (then: train.calibrate, guard, report)
 # DATA: Kaggle-layout folder with grouped_split.csv (python -m train.audit); OUT: parent of model folders.
 # ViT and Swin distil from OUT/$TEACHER (default efficientnet_lite0), as DeiT did; train it first.
@@ -104,8 +105,9 @@ case $stage in
     done ;;
   resolution)  # FracAtlas fractures are small: EfficientNet-Lite0 fine-tuned on at 320 px from its 224 px model
     # (FixRes-style: a conv net's weights fit any size); kept only if validation data prefer it
-    both efficientnet_lite0 efficientnet_lite0_both_320 ${BUDGET:-10} --image-size 320 --lr 2e-4 --warmup-epochs 0.1 \
-      --balance ${BALANCE:-source} --init-from "$out/efficientnet_lite0_both_${BALANCE:-source}" ;;
+    # (SIZE=384 INIT=assets/models/efficientnet_lite0: the next size up from the default)
+    both efficientnet_lite0 efficientnet_lite0_both_${SIZE:-320} ${BUDGET:-10} --image-size ${SIZE:-320} --lr 2e-4 \
+      --warmup-epochs 0.1 --balance ${BALANCE:-source} --init-from "${INIT:-$out/efficientnet_lite0_both_${BALANCE:-source}}" ;;
   longer)  # issue 11's next rung: the default (320 px, one epoch so far) trained on for BUDGET more minutes from its
     # bundled weights (a new cosine cycle); bundled only if validation data prefer it
     both efficientnet_lite0 efficientnet_lite0_both_320_long ${BUDGET:-40} --image-size 320 --lr 2e-4 --warmup-epochs 0.1 \
@@ -114,6 +116,10 @@ case $stage in
     LR=1e-4 both efficientnet_lite0 efficientnet_lite0_both_lowlr ${BUDGET:-12} --pretrained local --balance source ;;
   lpft)  # issue 11's rung LP-FT: step 3's recipe (224 px, source-balanced, 3 epochs) from a head fitted on frozen features
     EPOCHS=3 both efficientnet_lite0 efficientnet_lite0_both_lpft ${BUDGET:-40} --pretrained local --balance source --head-init probe ;;
+  lpftld)  # LP-FT as Kumar et al. meant it: the fitted head calibrated (train.head_init), early layers barely moving
+    # (--layer-decay 0.85: the stem at 0.06x the head's rate); otherwise step 3's recipe, as lpft
+    EPOCHS=3 both efficientnet_lite0 efficientnet_lite0_both_lpftld ${BUDGET:-40} --pretrained local --balance source \
+      --head-init probe --layer-decay ${LAYER_DECAY:-0.85} ;;
   bundle)  # the app's models: each run's folder (weights, config, card, plots; never .train_state) into assets/models.
     # DEFAULT_RUN: the EfficientNet-Lite0 run validation data chose (sampling, resolution); its Multi-Region-only
     # predecessor stays as efficientnet_lite0_multiregion, the FracAtlas-only one as efficientnet_lite0_fracatlas
@@ -122,5 +128,5 @@ case $stage in
     copy "${DEFAULT_RUN:-efficientnet_lite0_both_source}" efficientnet_lite0
     copy efficientnet_lite0_fracatlas efficientnet_lite0_fracatlas
     for m in regnet mobilenetv3 custom_cnn wide_resnet vgg19 vit swin; do copy $m $m; done ;;
-  *) echo "usage: $0 cpu|gpu|transformers|official|balance|guard|sampling|both|resolution|longer|lowlr|lpft|bundle DATA OUT" >&2; exit 2 ;;
+  *) echo "usage: $0 cpu|gpu|transformers|official|balance|guard|sampling|both|resolution|longer|lowlr|lpft|lpftld|bundle DATA OUT" >&2; exit 2 ;;
 esac

@@ -351,11 +351,13 @@ def test_auto_precision_follows_the_registry_on_cpu_and_is_bf16_on_gpus():
 
 
 def test_head_init_probe_sets_the_head_to_the_frozen_feature_fit(dataset):
-    """LP-FT's first step: the classifier equals the probe's logistic regression on the frozen features."""
+    """LP-FT's first step: the classifier equals the probe's calibrated logistic regression on the frozen features."""
     import torch
     from sklearn.metrics import roc_auc_score
     from train.data import ImageCache, scan, split_samples
     from train.head_init import fit_head, pooled_features
+    import numpy as np
+    from train.probe import fit
     clf = fd.FractureClassifier.new("mobilenetv3", "none", 64)
     parts = split_samples(scan(dataset), "official")
     cache = ImageCache(64, 1)
@@ -366,7 +368,32 @@ def test_head_init_probe_sets_the_head_to_the_frozen_feature_fit(dataset):
     with torch.no_grad():
         logits = clf.unwrapped.eval()(clf.normalize(torch.from_numpy(val_set.images))).flatten().numpy()
     assert roc_auc_score(val_set.labels, logits) == pytest.approx(info["val_roc_auc"], abs=1e-6)  # the same fit
+    keep = train_set.distinct()
+    probe = fit({"train": pooled_features(clf, train_set.images[keep]), "val": pooled_features(clf, val_set.images)},
+                {"train": train_set.labels[keep], "val": val_set.labels})
+    assert 1 / (1 + np.exp(-logits)) == pytest.approx(probe["prob"]["val"], abs=1e-4)  # and its calibration
     folder_cnn = fd.FractureClassifier.new("custom_cnn", "none")  # no timm head: refused before any work
     with pytest.raises(ValueError, match="linear logit"):
         fit_head(folder_cnn, train_set, val_set)
     assert pooled_features(clf, val_set.images).shape[0] == len(val_set)
+
+
+def test_layer_decay_gives_earlier_layers_smaller_rates_and_needs_named_layers():
+    import torch
+    from train.optim import apply_lr, param_groups
+    model = fd.create_model("efficientnet_lite0", "none")
+    groups = param_groups(model, 0.05, 0.8)
+    scale = {id(p): g["lr_scale"] for g in groups for p in g["params"]}
+    named = dict(model.named_parameters())
+    assert scale[id(named["classifier.weight"])] == 1.0
+    assert scale[id(named["conv_stem.weight"])] < scale[id(named["blocks.3.0.conv_pw.weight"])] < 1.0
+    assert sum(len(g["params"]) for g in groups) == len(named)  # every parameter learns
+    opt = torch.optim.AdamW(groups, lr=1.0)
+    apply_lr(opt, 0.01)
+    assert {round(g["lr"] / g["lr_scale"], 9) for g in opt.param_groups} == {0.01}
+    assert all(g["weight_decay"] == 0 for g in groups if any(p.ndim <= 1 for p in g["params"]))
+    assert len(param_groups(model, 0.05)) == 2  # without decay: weights decayed, biases and norms not
+    with pytest.raises(ValueError, match="group_matcher"):
+        param_groups(fd.create_model("custom_cnn", "none"), 0.05, 0.8)
+    with pytest.raises(ValueError, match="layer-decay"):
+        param_groups(model, 0.05, 1.5)

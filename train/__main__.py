@@ -52,6 +52,8 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     ap.add_argument("--workers", type=int, default=None, help="decode threads (default: the usable cores)")
     ap.add_argument("--head-init", default=d["head_init"], choices=["zero", "probe"],
                     help="probe: fit the classifier on frozen features before fine-tuning (LP-FT)")
+    ap.add_argument("--layer-decay", type=float, default=d["layer_decay"], metavar="D",
+                    help="layer-wise lr decay: each earlier layer learns at D times the next one's rate (timm models)")
     ap.add_argument("--time-limit", type=float, default=None,
                     help="minutes; pause after the epoch crossing it (continue with --resume)")
     ap.add_argument("--time-budget", type=float, default=None,

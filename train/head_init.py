@@ -3,7 +3,10 @@
 A logistic regression on frozen ImageNet features beats every model fine-tuned here on FracAtlas (README,
 the ladder's *floor* row), so fine-tuning loses features it should keep. Starting from a fitted head
 (train.probe's fit on the model's own pooled features, strength chosen on val), the first gradients
-through the backbone come from a head that already separates the classes, and change it less.
+through the backbone come from a head that already separates the classes, and change it less. The head is the
+fit divided by its validation temperature: the probe's best strength gives over-confident logits (step 7 of the
+README's ladder started from them at validation loss 1.13), and calibrated ones start the loss where the
+probe's probabilities put it.
 """
 from __future__ import annotations
 
@@ -28,7 +31,7 @@ def pooled_features(clf: FractureClassifier, images: np.ndarray, batch: int = 32
 
 @torch.no_grad()
 def fit_head(clf: FractureClassifier, train: ImageSet, val: ImageSet) -> dict:
-    """Set ``clf``'s classifier to the probe's fit on its frozen features (each distinct training file once)."""
+    """Set ``clf``'s classifier to the probe's calibrated fit on its frozen features (each distinct training file once)."""
     model = clf.unwrapped
     head = model.get_classifier() if hasattr(model, "forward_head") else None
     if not isinstance(head, nn.Linear) or head.out_features != 1:
@@ -36,6 +39,7 @@ def fit_head(clf: FractureClassifier, train: ImageSet, val: ImageSet) -> dict:
     keep = train.distinct()
     res = fit({"train": pooled_features(clf, train.images[keep]), "val": pooled_features(clf, val.images)},
               {"train": train.labels[keep], "val": val.labels})
-    head.weight.copy_(torch.from_numpy(res["weight"]).float().view_as(head.weight))
-    head.bias.fill_(res["bias"])
-    return {"C": res["C"], "val_roc_auc": max(r["val_roc_auc"] for r in res["sweep"]), "train_files": len(keep)}
+    t = res["temperature"]
+    head.weight.copy_(torch.from_numpy(res["weight"] / t).float().view_as(head.weight))
+    head.bias.fill_(res["bias"] / t)
+    return {"C": res["C"], "temperature": t, "val_roc_auc": max(r["val_roc_auc"] for r in res["sweep"]), "train_files": len(keep)}

@@ -26,6 +26,7 @@ from .distributed import setup_distributed
 from .evaluate import predict_logits
 from .finalize import finalize
 from .head_init import fit_head
+from .optim import apply_lr, param_groups
 from .sampling import BALANCE, sample_weights
 from .schedule import lr_at
 from .sources import Source, from_legacy, source_names, split_sources
@@ -67,6 +68,7 @@ class TrainConfig:
     data: list[str] = field(default_factory=list)  # NAME=DIR[:SPLIT_FILE] sources (train.sources); else data_dir
     min_sensitivity: float | None = None  # threshold: the highest with at least this val sensitivity (else Youden)
     head_init: str = "zero"  # zero (registry) | probe: fitted on frozen features first (train.head_init)
+    layer_decay: float | None = None  # each earlier layer learns at this times the next one's rate (train.optim)
 
     def sources(self) -> list[Source]:
         if self.data:
@@ -121,6 +123,7 @@ def train(cfg: TrainConfig) -> dict:
     clf = FractureClassifier.new(cfg.model, cfg.pretrained, cfg.image_size)
     if cfg.init_from:
         pretrained_label = _init_from(clf, cfg.init_from)
+    groups = param_groups(clf.unwrapped, cfg.weight_decay, cfg.layer_decay)
     size = clf.image_size
     clf.config.update(
         training={k: v for k, v in asdict(cfg).items() if k not in ("push_to_hub", "private", "device", "resume")},
@@ -153,10 +156,7 @@ def train(cfg: TrainConfig) -> dict:
     channels_last = get_spec(cfg.model).kind == "cnn"  # faster for CNNs on GPUs and on these CPUs alike
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    params_decay = [p for n, p in model.named_parameters() if p.ndim > 1]
-    params_rest = [p for n, p in model.named_parameters() if p.ndim <= 1]
-    opt = torch.optim.AdamW([{"params": params_decay, "weight_decay": cfg.weight_decay},
-                             {"params": params_rest, "weight_decay": 0.0}], lr=cfg.lr)
+    opt = torch.optim.AdamW(groups, lr=cfg.lr)
     meta = load_state(out, model, opt) if cfg.resume else None
     start_epoch, history, best_loss, bad = 0, [], float("inf"), 0
     if meta:
@@ -205,8 +205,8 @@ def train(cfg: TrainConfig) -> dict:
             progress = (epoch * steps_per_epoch + i) / total_steps
             if cfg.time_budget:  # the schedule ends with whichever runs out first, epochs or minutes
                 progress = max(progress, (time.time() - t_train) / (cfg.time_budget * 60))
-            for g in opt.param_groups:
-                g["lr"] = lr_at(progress, warmup, cfg.lr)
+            rate = lr_at(progress, warmup, cfg.lr)
+            apply_lr(opt, rate)
             idx = order[i * cfg.batch_size:(i + 1) * cfg.batch_size].to(images.device)
             xb = augment(images[idx], gen, cfg.augment).to(dev, non_blocking=True)
             yb = y_all[idx].to(dev)
@@ -241,7 +241,7 @@ def train(cfg: TrainConfig) -> dict:
         val_p = torch.sigmoid(torch.from_numpy(val_logits)).numpy()
         val_acc = float(((val_p >= 0.5) == val_set.labels).mean())
         rec = {"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1), "val_loss": val_loss, "val_accuracy": val_acc,
-               "lr": opt.param_groups[0]["lr"], "images_per_s": seen * world / train_time, "seconds": train_time}
+               "lr": rate, "images_per_s": seen * world / train_time, "seconds": train_time}
         history.append(rec)
         improved = val_loss < best_loss - 1e-4
         best_loss, bad = (val_loss, 0) if improved else (best_loss, bad + 1)
