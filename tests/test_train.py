@@ -70,6 +70,22 @@ def test_same_seed_same_weights_and_resume_matches(dataset, tmp_path, trained):
     assert [h["epoch"] for h in hist] == [1, 2]
 
 
+def test_ema_is_what_is_validated_and_saved_and_resume_keeps_it(dataset, tmp_path, trained):
+    import torch
+    b = load_file(trained / "model.safetensors")
+    run_train(dataset, tmp_path / "e0", "--epochs", "2", "--seed", "1", "--ema", "0")  # an average of one step
+    e0 = load_file(tmp_path / "e0" / "model.safetensors")
+    assert all(torch.allclose(e0[k].float(), b[k].float(), atol=1e-5) for k in b)
+    run_train(dataset, tmp_path / "e", "--epochs", "2", "--seed", "1", "--ema", "0.9")
+    e = load_file(tmp_path / "e" / "model.safetensors")
+    assert any(not torch.allclose(e[k].float(), b[k].float(), atol=1e-3) for k in b)  # the average, not the weights
+    run_train(dataset, tmp_path / "r", "--epochs", "2", "--seed", "1", "--ema", "0.9", "--time-limit", "0")
+    run_train(dataset, tmp_path / "r", "--epochs", "2", "--seed", "1", "--ema", "0.9", "--resume")
+    r = load_file(tmp_path / "r" / "model.safetensors")
+    assert all((r[k] == e[k]).all() for k in r), "the average survives a resume"
+    assert train_main([*FAST, "--data-dir", str(dataset), "--output-dir", str(tmp_path / "x"), "--ema", "1"]) == 2
+
+
 def test_init_from_continues_the_given_model(dataset, tmp_path, trained, capsys):
     """lr 0: the weights stay the source's, so any difference means they were not loaded."""
     run_train(dataset, tmp_path / "c", "--epochs", "1", "--lr", "0", "--init-from", str(trained))

@@ -54,6 +54,8 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
                     help="probe: fit the classifier on frozen features before fine-tuning (LP-FT)")
     ap.add_argument("--layer-decay", type=float, default=d["layer_decay"], metavar="D",
                     help="layer-wise lr decay: each earlier layer learns at D times the next one's rate (timm models)")
+    ap.add_argument("--ema", type=float, default=d["ema"], metavar="DECAY",
+                    help="validate, keep and resume an exponential moving average of the weights (e.g. 0.998)")
     ap.add_argument("--time-limit", type=float, default=None,
                     help="minutes; pause after the epoch crossing it (continue with --resume)")
     ap.add_argument("--time-budget", type=float, default=None,

@@ -19,6 +19,8 @@ from fracture_demo import FractureClassifier, get_spec, load
 from fracture_demo.registry import count_parameters, resolve_pretrained
 
 from .augment import augment
+from timm.utils import ModelEmaV3
+
 from .batchnorm import precise_batch_stats
 from .card import git_commit
 from .data import ImageCache, default_split_file, fingerprint, scan
@@ -69,6 +71,7 @@ class TrainConfig:
     min_sensitivity: float | None = None  # threshold: the highest with at least this val sensitivity (else Youden)
     head_init: str = "zero"  # zero (registry) | probe: fitted on frozen features first (train.head_init)
     layer_decay: float | None = None  # each earlier layer learns at this times the next one's rate (train.optim)
+    ema: float | None = None  # validate and keep an exponential moving average of the weights with this decay
 
     def sources(self) -> list[Source]:
         if self.data:
@@ -109,6 +112,8 @@ def train(cfg: TrainConfig) -> dict:
     """Train ``cfg.model``; returns the final metrics (or the state of an interrupted run)."""
     if cfg.balance not in BALANCE:  # before minutes of decoding, not after
         raise ValueError(f"balance must be one of {', '.join(BALANCE)}, not {cfg.balance!r}")
+    if cfg.ema is not None and not 0 <= cfg.ema < 1:
+        raise ValueError(f"--ema must be in [0, 1), not {cfg.ema}")
     rank, world, dev = setup_distributed(cfg.device)
     out = Path(cfg.output_dir)
     sources = cfg.sources()
@@ -157,7 +162,8 @@ def train(cfg: TrainConfig) -> dict:
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(groups, lr=cfg.lr)
-    meta = load_state(out, model, opt) if cfg.resume else None
+    ema = ModelEmaV3(model, decay=cfg.ema) if cfg.ema is not None else None  # no warm-up: it starts where training does
+    meta = load_state(out, model, opt, ema.module if ema else None) if cfg.resume else None
     start_epoch, history, best_loss, bad = 0, [], float("inf"), 0
     if meta:
         start_epoch, history, best_loss, bad = meta["epoch"] + 1, meta["history"], meta["best_loss"], meta["bad_epochs"]
@@ -229,12 +235,15 @@ def train(cfg: TrainConfig) -> dict:
             loss.backward()
             torch.nn.utils.clip_grad_norm_(ddp.parameters(), 5.0)
             opt.step()
+            if ema is not None:
+                ema.update(model, step=epoch * steps_per_epoch + i + 1)
             seen += len(idx)
             loss_sum += loss.item() * len(idx)
             if rank == 0:
                 bar.set_postfix(loss=f"{loss_sum / seen:.4f}", img_s=f"{seen * world / (time.time() - t_epoch):.0f}")
         train_time = time.time() - t_epoch
-        precise_batch_stats(model, images, clf.config["mean"], clf.config["std"], amp, channels_last)
+        clf.model = ema.module if ema is not None else model  # what is validated is what is saved
+        precise_batch_stats(clf.model, images, clf.config["mean"], clf.config["std"], amp, channels_last)
         val_logits = predict_logits(clf, val_set.images, device=dev)
         vy = torch.from_numpy(val_set.labels)
         val_loss = F.binary_cross_entropy_with_logits(torch.from_numpy(val_logits), vy).item()
@@ -250,7 +259,9 @@ def train(cfg: TrainConfig) -> dict:
         if rank == 0:
             if improved:
                 clf.save_pretrained(out, half=cfg.half)
-            save_state(out, model, opt, {"epoch": epoch, "history": history, "best_loss": best_loss, "bad_epochs": bad})
+            save_state(out, model, opt, {"epoch": epoch, "history": history, "best_loss": best_loss, "bad_epochs": bad},
+                       ema.module if ema is not None else None)
+        clf.model = model
         if world > 1:
             dist.barrier()
         if cfg.time_limit is not None and (time.time() - t0) / 60 > cfg.time_limit and epoch + 1 < cfg.epochs:
