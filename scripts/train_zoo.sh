@@ -13,6 +13,7 @@
 #   scripts/train_zoo.sh lowlr DATA OUT          # step 3's recipe at lr 1e-4 instead of 5e-4
 #   scripts/train_zoo.sh lpft DATA OUT           # step 3's recipe from a head fitted on frozen features (LP-FT)
 #   scripts/train_zoo.sh lpftld DATA OUT         # LP-FT with a calibrated head and layer-wise lr decay 0.85
+#   scripts/train_zoo.sh ema DATA OUT            # step 3's recipe, validating a moving average of the weights
 #   scripts/train_zoo.sh bundle DATA OUT         # copy the chosen runs into assets/models (then: train.calibrate, guard, report)
 # DATA: Kaggle-layout folder with grouped_split.csv (python -m train.audit); OUT: parent of model folders.
 # ViT and Swin distil from OUT/$TEACHER (default efficientnet_lite0), as DeiT did; train it first.
@@ -120,6 +121,9 @@ case $stage in
     # (--layer-decay 0.85: the stem at 0.06x the head's rate); otherwise step 3's recipe, as lpft
     EPOCHS=3 both efficientnet_lite0 efficientnet_lite0_both_lpftld ${BUDGET:-40} --pretrained local --balance source \
       --head-init probe --layer-decay ${LAYER_DECAY:-0.85} ;;
+  ema)  # step 3's recipe (224 px, 12 min, source-balanced, lr 5e-4) validating and keeping a moving average of the
+    # weights (--ema 0.99: about the last 100 steps, a third of an epoch) instead of the last weights
+    both efficientnet_lite0 efficientnet_lite0_both_ema ${BUDGET:-12} --pretrained local --balance source --ema ${EMA:-0.99} ;;
   bundle)  # the app's models: each run's folder (weights, config, card, plots; never .train_state) into assets/models.
     # DEFAULT_RUN: the EfficientNet-Lite0 run validation data chose (sampling, resolution); its Multi-Region-only
     # predecessor stays as efficientnet_lite0_multiregion, the FracAtlas-only one as efficientnet_lite0_fracatlas
@@ -128,5 +132,5 @@ case $stage in
     copy "${DEFAULT_RUN:-efficientnet_lite0_both_source}" efficientnet_lite0
     copy efficientnet_lite0_fracatlas efficientnet_lite0_fracatlas
     for m in regnet mobilenetv3 custom_cnn wide_resnet vgg19 vit swin; do copy $m $m; done ;;
-  *) echo "usage: $0 cpu|gpu|transformers|official|balance|guard|sampling|both|resolution|longer|lowlr|lpft|lpftld|bundle DATA OUT" >&2; exit 2 ;;
+  *) echo "usage: $0 cpu|gpu|transformers|official|balance|guard|sampling|both|resolution|longer|lowlr|lpft|lpftld|ema|bundle DATA OUT" >&2; exit 2 ;;
 esac
