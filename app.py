@@ -108,6 +108,10 @@ class FractureApp:
         agreement = (f"Mean P(fractured) of {len(probs)} model{'s' * (len(probs) > 1)} **{mean:.3f}**; they range from {probs.min():.3f} to "
                      f"{probs.max():.3f} (standard deviation {probs.std():.3f})"
                      + (": **they disagree** (some above 0.5, some below)." if probs.min() < 0.5 <= probs.max() else "."))
+        if len(probs) > 1:
+            agreement += (f" The mean shows how far the models agree; it is not a better answer than {self.zoo.default} "
+                          f"alone (on validation radiographs no mean of the app's models ranked FracAtlas fractures "
+                          f"better: README, *Choices that cost no training*).")
         warning = self.zoo.radiograph_warning(decoded)
         if warning:
             agreement = f"⚠️ {warning[0].upper()}{warning[1:]}.\n\n{agreement}"
@@ -224,7 +228,7 @@ def build_app(zoo: ModelZoo) -> gr.Blocks:
                 "Models (ticked: the app's models, trained on both data sources; the *_official twins trained on the "
                 "Multi-Region official split, which leaks, and saw nearly every test image of it)"))
             examples(cfile)
-            ensemble = gr.Label(num_top_classes=2, label="Ensemble (mean of the ticked models)")
+            ensemble = gr.Label(num_top_classes=2, label="Mean of the ticked models (agreement, not a better answer)")
             agreement = gr.Markdown(elem_id="agreement")
             table = gr.Dataframe(headers=["model", "trained on", "P(fractured)", "decision", "FracAtlas ROC AUC",
                                           "grouped bal. acc", "official acc"], label="Each model on this image")

@@ -46,6 +46,7 @@ def main() -> None:
     ap.add_argument("--model", action="append", required=True, help="model folder (repeat)")
     ap.add_argument("--data", action="append", required=True, metavar="NAME=DIR[:SPLIT_FILE]")
     ap.add_argument("--split", default="val", choices=["val", "test"])
+    ap.add_argument("--flips", action=argparse.BooleanOptionalAction, default=True, help="score the flip means (4x the work)")
     ap.add_argument("--interpolate", default="", help="comma-separated a: the first model's weights toward its start")
     args = ap.parse_args()
     splits, _ = split_sources([Source.parse(d) for d in args.data])
@@ -62,14 +63,16 @@ def main() -> None:
         if y is not None and not np.array_equal(y, data.labels):
             raise SystemExit("the models' files differ (a file decodes at one size and not another?)")
         y, origin = data.labels, np.array([s.source for s in data.samples])
-        logits = flip_logits(clf, data.images)
+        logits = flip_logits(clf, data.images) if args.flips else predict_logits(clf, data.images)[None]
         name = Path(folder).name
         probs[name] = clf.probability(torch.from_numpy(logits[0])).numpy()
-        out["flips"][name] = {"one_view": aucs(logits[0]), "mean_of_4": aucs(logits.mean(0))}
+        out["flips"][name] = {"one_view": aucs(logits[0])} | ({"mean_of_4": aucs(logits.mean(0))} if args.flips else {})
         print(name, out["flips"][name], file=sys.stderr, flush=True)
     for k in range(2, len(probs) + 1):
         for combo in itertools.combinations(probs, k):
             out["ensembles"][" + ".join(combo)] = aucs(np.mean([probs[c] for c in combo], 0))
+    if out["ensembles"]:
+        out["best_ensemble"] = max(out["ensembles"], key=lambda k: out["ensembles"][k]["pooled"])
     if args.interpolate:
         first = load(args.model[0])
         fine = {k: v.clone() for k, v in first.model.state_dict().items()}

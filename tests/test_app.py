@@ -68,12 +68,14 @@ def test_compare_every_model(app, xray):
     assert f"range from {min(r[2] for r in rows):.3f}" in agreement and "standard deviation" in agreement
     assert [r[1] for r in rows] == ["grouped split", "official split"]
     assert ensemble["fractured"] == pytest.approx(np.mean([r[2] for r in rows]), abs=1e-3)
+    assert f"not a better answer than {app.zoo.default} alone" in agreement  # what validation data said
 
 
 def test_compare_ticked_models_only(app, xray):
     assert app.zoo.held_out_names == ["tiny"]  # the UI's default: the official-split twin is left out
-    rows, gallery, ensemble, _ = app.compare(xray, "gradcam", ["tiny-copy"])
+    rows, gallery, ensemble, agreement = app.compare(xray, "gradcam", ["tiny-copy"])
     assert [r[0] for r in rows] == ["tiny-copy"] and len(gallery) == 1
+    assert "not a better answer" not in agreement  # one model: no mean to caution about
     with pytest.raises(gr.Error, match="Tick at least one model"):
         app.compare(xray, "gradcam", [])
     with pytest.raises(gr.Error, match="Unknown model.*tiny-typo.*Available: tiny, tiny-copy"):
