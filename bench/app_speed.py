@@ -62,7 +62,7 @@ def main() -> None:
     for threads in sorted({1, cores}):
         torch.set_num_threads(threads)
         per_thread[threads] = median_ms(lambda: app.predict(args.image, default, "gradcam"), args.repeats)
-    views = clf._with_flips(clf.preprocess(clf.decode(args.image)))
+    views = clf.with_flips(clf.preprocess(clf.decode(args.image)))
     batched = {k: median_ms(lambda: cam_map(clf.model, clf.arch, views.repeat(k, 1, 1, 1), "gradcam",
                                             DecidedTarget(lambda _logit: 1)), max(3, args.repeats // k)) / k
                for k in (1, 2, 4, 8)}

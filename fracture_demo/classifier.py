@@ -158,6 +158,16 @@ class FractureClassifier:
         return torch.sigmoid(logits.float() / float(self.config.get("temperature", 1.0)) + float(self.config.get("bias", 0.0)))
 
     @property
+    def views(self) -> int:
+        """1: P(fractured) is the image's own; 4: the mean logit of the image and its three flips (test-time
+        augmentation; set per model with ``python -m train.calibrate --views``, which refits the calibration on it)."""
+        return int(self.config.get("views", 1))
+
+    def _logit(self, logits: torch.Tensor) -> torch.Tensor:
+        """The prediction's logit from a pass over :meth:`with_flips` (first row: the image as given)."""
+        return logits.flatten()[: self.views].float().mean()
+
+    @property
     def threshold(self) -> float:
         """Decision threshold on the calibrated probability, chosen on validation data."""
         return float(self.config.get("threshold", 0.5))
@@ -177,11 +187,12 @@ class FractureClassifier:
         decoded = self.decode(image)
         x = self.preprocess(decoded)
         with self._model_in_use() as model, self._guarded(model) as pooled:
-            p = self.probability(model(x)).item()
+            p = self.probability(self._logit(model(self.with_flips(x) if self.views > 1 else x))).item()
         return self._prediction(p, decoded.warnings, pooled)
 
     @staticmethod
-    def _with_flips(x: torch.Tensor) -> torch.Tensor:
+    def with_flips(x: torch.Tensor) -> torch.Tensor:
+        """N x C x H x W -> 4N: the batch as is, flipped left-right, upside down, and both (in that order)."""
         return torch.cat([x, x.flip(-1), x.flip(-2), x.flip(-1, -2)])
 
     @torch.no_grad()
@@ -190,7 +201,7 @@ class FractureClassifier:
         sure the model is (a radiograph's side and orientation carry no diagnosis; the study trained on flips)."""
         x = self.preprocess(self.decode(image))
         with self._model_in_use() as model:
-            return self.probability(model(self._with_flips(x))).flatten().tolist()
+            return self.probability(model(self.with_flips(x))).flatten().tolist()
 
     def explain(self, image: ImageSource | Decoded, method: str = "gradcam", opacity: float = 0.5,
                 target: str | None = None) -> Explanation:
@@ -201,15 +212,22 @@ class FractureClassifier:
         """
         decoded = self.decode(image)
         x = self.preprocess(decoded)
-        x = x if method == "scorecam" else self._with_flips(x)
+        x = x if method == "scorecam" else self.with_flips(x)
         shown = display_image((image if isinstance(image, Decoded) else decoded).image)  # the caller's, if larger
         decide = ((lambda logit: int(self.probability(logit).item() >= self.threshold)) if target is None
                   else (lambda _logit: LABELS.index(target)))
         chosen = _explain.DecidedTarget(decide)
         with self._model_in_use() as model, self._guarded(model) as pooled:
             heat, logits = _explain.cam_map(model, self.arch, x, method, chosen)
+            if len(logits) < self.views:  # ScoreCAM's pass held the image alone
+                logits = model(self.with_flips(x)).detach()
+            p = self.probability(self._logit(logits)).item()
+            decided = int(p >= self.threshold)
+            if target is None and chosen.category != decided:  # the views' mean decided otherwise than the image
+                chosen = _explain.DecidedTarget(lambda _logit: decided)  # alone: map the evidence for the decision
+                heat, _ = _explain.cam_map(model, self.arch, x, method, chosen)
         probs = self.probability(logits).flatten().tolist()
-        pred = self._prediction(probs[0], decoded.warnings, pooled)
+        pred = self._prediction(p, decoded.warnings, pooled)
         heat = _explain.resize_map(heat, shown.size)
         return Explanation(pred, method, LABELS[chosen.category], heat, shown, _explain.overlay(shown, heat, opacity),
                            probs if len(probs) > 1 else self.flip_probabilities(decoded))

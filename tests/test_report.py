@@ -60,6 +60,7 @@ def test_score_key_follows_weights_calibration_and_test_files_not_recorded_score
     key = score_key(tmp_path, cfg, [["a.jpg"], 1000])
     assert score_key(tmp_path, {**cfg, "metrics": {"fracatlas test": {}}}, [["a.jpg"], 1000]) == key
     assert score_key(tmp_path, {**cfg, "bias": 0.0}, [["a.jpg"], 1000]) != key
+    assert score_key(tmp_path, {**cfg, "views": 4}, [["a.jpg"], 1000]) != key
     assert score_key(tmp_path, cfg, [["a.jpg", "b.jpg"], 1000]) != key
     (tmp_path / "model.safetensors").write_bytes(b"other weights")
     assert score_key(tmp_path, cfg, [["a.jpg"], 1000]) != key

@@ -413,3 +413,35 @@ def test_layer_decay_gives_earlier_layers_smaller_rates_and_needs_named_layers()
         param_groups(fd.create_model("custom_cnn", "none"), 0.05, 0.8)
     with pytest.raises(ValueError, match="layer-decay"):
         param_groups(model, 0.05, 1.5)
+
+
+def test_four_views_predict_the_mean_logit_everywhere(trained, dataset, tmp_path):
+    """``train.calibrate --views 4``: predict, explain and evaluation all score the mean logit over the flips,
+    and the map explains that decision even where the image alone would have decided otherwise."""
+    import numpy as np
+    import torch
+    from train.calibrate import main as calibrate_main
+    from train.data import ImageCache, scan, split_samples
+    from train.evaluate import predict_logits
+    folder = tmp_path / "v"
+    shutil.copytree(trained, folder)
+    assert calibrate_main(["--model", str(folder), "--data", f"a={dataset}", "--views", "4"]) == 0
+    clf = fd.load(folder)
+    assert clf.views == 4 and fd.load(trained).views == 1
+    image = sorted((dataset / "test" / "fractured").glob("*.jpg"))[0]
+    x = clf.preprocess(clf.decode(image))
+    with torch.no_grad():
+        logits = clf.model(clf.with_flips(x)).flatten()
+    clf.config.update(temperature=float(logits.abs().max()) + 1.0, bias=0.0)  # a tiny model's are saturated
+    want = clf.probability(logits.mean()).item()
+    assert clf.predict(image).probability == pytest.approx(want, abs=1e-5)
+    first = clf.probability(logits[0]).item()
+    assert first != pytest.approx(want, abs=1e-4)  # else the next check tests nothing
+    clf.config["threshold"] = (first + want) / 2  # the image alone and the mean of its views disagree
+    e = clf.explain(image, "gradcam")
+    assert e.prediction.probability == pytest.approx(want, abs=1e-4) and e.target == e.prediction.label
+    test = ImageCache(clf.image_size, 1).load(split_samples(scan(dataset), "official")["test"])
+    with torch.no_grad():
+        manual = [clf.model(clf.with_flips(clf.normalize(torch.from_numpy(test.images[i:i + 1])))).mean().item()
+                  for i in range(len(test))]
+    assert predict_logits(clf, test.images) == pytest.approx(np.array(manual), abs=1e-4)

@@ -1,6 +1,7 @@
 """Refit a model folder's calibration and threshold on validation data: ``python -m train.calibrate --model DIR --data ...``.
 
-For a model whose run predates Platt scaling (temperature only), or to move its operating point:
+For a model whose run predates Platt scaling (temperature only), to move its operating point, or to make its
+prediction the mean over its four flips (``--views 4``, test-time augmentation; ``--views 1`` undoes it):
 the pooled validation files of the given sources (the ones it trained with) refit temperature, bias
 and threshold; ``config.json`` is rewritten, the weights are not touched. Never fitted on test data.
 """
@@ -24,6 +25,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", action="append", required=True, metavar="NAME=DIR[:SPLIT_FILE]")
     ap.add_argument("--min-sensitivity", type=float, default=None,
                     help="threshold: the highest whose validation sensitivity reaches this (default: max balanced accuracy)")
+    ap.add_argument("--views", type=int, choices=[1, 4], default=None,
+                    help="4: P(fractured) from the mean logit of the image and its flips; 1: the image alone (default: keep)")
     args = ap.parse_args(argv)
     try:
         clf = load(args.model)
@@ -32,11 +35,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     val = ImageCache(clf.image_size).load(splits["val"])
-    before = {k: clf.config.get(k) for k in ("temperature", "bias", "threshold")}
+    keys = ("views", "temperature", "bias", "threshold")
+    before = {k: clf.config.get(k) for k in keys}
+    if args.views is not None:
+        clf.config["views"] = args.views
     calibrate(clf, val, args.min_sensitivity)
     path = Path(args.model) / "config.json"
     path.write_text(json.dumps(clf.config, indent=2) + "\n")
-    after = {k: clf.config.get(k) for k in ("temperature", "bias", "threshold")}
+    after = {k: clf.config.get(k) for k in keys}
     print(f"{args.model}: {before} -> {after} on {len(val)} validation files ({clf.config['operating_point']})", file=sys.stderr)
     return 0
 

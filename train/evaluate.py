@@ -27,19 +27,22 @@ from .sources import Source, group_ids, split_sources
 @torch.no_grad()
 def predict_logits(clf: FractureClassifier, images: np.ndarray, batch_size: int | None = None,
                    device: str | torch.device = "cpu") -> np.ndarray:
-    """Raw logits for a uint8 N x 1 x S x S array (S = the model's input size).
+    """Raw logits for a uint8 N x 1 x S x S array (S = the model's input size); for a model with 4 views, each
+    image's mean logit over its flips (a batch then holds a quarter of the images).
 
     ``batch_size`` defaults to 16 on a CPU, where throughput no longer grows beyond it and a larger batch only
     raises the peak heap that the kernel first faults in page by page (bench/cpu_time.py: batch 64 at 320 px,
     9-13% of CPU time in the kernel and 4 GB; batch 16, 5% and 2 GB, same wall time); 64 on a GPU.
     """
-    batch_size = batch_size or (16 if torch.device(device).type == "cpu" else 64)
+    batch_size = max(1, (batch_size or (16 if torch.device(device).type == "cpu" else 64)) // clf.views)
     model = clf.model.to(device).eval()
     out = []
     for i in range(0, len(images), batch_size):
         x = clf.normalize(torch.from_numpy(images[i:i + batch_size]).to(device))
+        if clf.views > 1:  # the model's own test-time views, as its predict() sees them
+            x = clf.with_flips(x)
         with torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16, enabled=torch.device(device).type == "cuda"):
-            out.append(model(x).float().flatten().cpu())
+            out.append(model(x).float().view(clf.views, -1).mean(0).cpu())
     return torch.cat(out).numpy() if out else np.zeros(0, np.float32)
 
 

@@ -162,8 +162,8 @@ def score_key(folder: Path, config: dict, settings: list) -> str:
     """What a model's scores depend on: its weights, calibration and threshold, the test files, the settings."""
     import hashlib
     h = hashlib.sha256((folder / "model.safetensors").read_bytes())
-    h.update(json.dumps([{k: config.get(k) for k in ("architecture", "image_size", "temperature", "bias", "threshold",
-                                                     "mean", "std")}, settings], sort_keys=True, default=str).encode())
+    keys = ("architecture", "image_size", "views", "temperature", "bias", "threshold", "mean", "std")
+    h.update(json.dumps([{k: config.get(k) for k in keys}, settings], sort_keys=True, default=str).encode())
     return h.hexdigest()[:24]
 
 
