@@ -72,7 +72,8 @@ class FractureApp:
             gr.Warning("This image does not look like a radiograph: the probability is not meaningful.")
         shown = (f"{p.probability:.3f} (**not meaningful**: the image does not look like a radiograph)"
                  if p.radiograph is False else f"**{p.probability:.3f}**")
-        details = (f"**{model}** ({clf.arch}): P(fractured) = {shown}, decision "
+        views = " (the mean of the image and its three flips)" if clf.views > 1 else ""
+        details = (f"**{model}** ({clf.arch}): P(fractured){views} = {shown}, decision "
                    f"**{p.label}** at the threshold chosen on validation data ({p.threshold:.3f}, so it can differ "
                    f"from the larger probability). {sureness(e.flip_probabilities, p.threshold)} "
                    f"Map: {methods.LABELS[method]} of the evidence for *{e.target}*."

@@ -52,6 +52,13 @@ def test_details_say_how_sure_under_flips(app, zoo, xray):
     assert len(flips) == 4 and flips[0] == pytest.approx(zoo.get("tiny").predict(xray).probability, abs=1e-5)
     details = app.predict(xray, "tiny")[3]
     assert f"ranges {min(flips):.3f}-{max(flips):.3f}" in details
+    assert "three flips)" not in details
+    tiny = zoo.get("tiny")
+    tiny.config["views"] = 4
+    try:
+        assert "P(fractured) (the mean of the image and its three flips)" in app.predict(xray, "tiny")[3]
+    finally:
+        del tiny.config["views"]
     assert "not sure" in sureness([0.45, 0.55, 0.6, 0.4], 0.5)
     assert "decision holds." in sureness([0.81, 0.83, 0.85, 0.8], 0.5)
     assert "loose" in sureness([0.6, 0.9, 0.7, 0.8], 0.5)
