@@ -35,10 +35,10 @@ from train.evaluate import predict_logits  # noqa: E402
 from train.sources import Source, split_sources  # noqa: E402
 
 
-def flip_logits(clf, images: np.ndarray) -> np.ndarray:
-    """4 x N logits: each image as is, flipped left-right, upside down, and both (uint8 N x 1 x S x S)."""
-    views = (images, images[..., ::-1], images[..., ::-1, :], images[..., ::-1, ::-1])
-    return np.stack([predict_logits(clf, np.ascontiguousarray(v)) for v in views])
+def flip_logits(clf: FractureClassifier, images: np.ndarray) -> np.ndarray:
+    """4 x N logits of each view alone, in ``with_flips``' order (uint8 N x 1 x S x S), whatever views ``clf`` predicts from."""
+    one_view = FractureClassifier(clf.model, {**clf.config, "views": 1})
+    return predict_logits(one_view, clf.with_flips(torch.from_numpy(images)).numpy()).reshape(4, -1)
 
 
 def main() -> None:
@@ -63,10 +63,15 @@ def main() -> None:
         if y is not None and not np.array_equal(y, data.labels):
             raise SystemExit("the models' files differ (a file decodes at one size and not another?)")
         y, origin = data.labels, np.array([s.source for s in data.samples])
-        logits = flip_logits(clf, data.images) if args.flips else predict_logits(clf, data.images)[None]
         name = Path(folder).name
-        probs[name] = clf.probability(torch.from_numpy(logits[0])).numpy()
-        out["flips"][name] = {"one_view": aucs(logits[0])} | ({"mean_of_4": aucs(logits.mean(0))} if args.flips else {})
+        if args.flips:
+            logits = flip_logits(clf, data.images)
+            own = logits[: clf.views].mean(0)  # the model's own prediction
+            out["flips"][name] = {"one_view": aucs(logits[0]), "mean_of_4": aucs(logits.mean(0))}
+        else:
+            own = predict_logits(clf, data.images)
+            out["flips"][name] = {"own_prediction": aucs(own)}
+        probs[name] = clf.probability(torch.from_numpy(own)).numpy()
         print(name, out["flips"][name], file=sys.stderr, flush=True)
     for k in range(2, len(probs) + 1):
         for combo in itertools.combinations(probs, k):
