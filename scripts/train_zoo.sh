@@ -14,6 +14,7 @@
 #   scripts/train_zoo.sh lpft DATA OUT           # step 3's recipe from a head fitted on frozen features (LP-FT)
 #   scripts/train_zoo.sh lpftld DATA OUT         # LP-FT with a calibrated head and layer-wise lr decay 0.85
 #   scripts/train_zoo.sh ema DATA OUT            # step 3's recipe, validating a moving average of the weights
+#   scripts/train_zoo.sh gpures DATA OUT         # one GPU: the both-sources recipe run to its epochs at 320 and 512 px
 #   scripts/train_zoo.sh bundle DATA OUT         # copy the chosen runs into assets/models (then: train.calibrate, guard, report)
 # DATA: Kaggle-layout folder with grouped_split.csv (python -m train.audit); OUT: parent of model folders.
 # ViT and Swin distil from OUT/$TEACHER (default efficientnet_lite0), as DeiT did; train it first.
@@ -124,6 +125,17 @@ case $stage in
   ema)  # step 3's recipe (224 px, 12 min, source-balanced, lr 5e-4) validating and keeping a moving average of the
     # weights (--ema 0.99: about the last 100 steps, a third of an epoch) instead of the last weights
     both efficientnet_lite0 efficientnet_lite0_both_ema ${BUDGET:-12} --pretrained local --balance source --ema ${EMA:-0.99} ;;
+  gpures)  # issue 11's rung "a GPU for resolutions": step 3's recipe (both sources, source-balanced, from ImageNet), but
+    # run to its EPOCHS (12) instead of stopping after 2-3 for CPU minutes; EfficientNet-Lite0 at 320 (the control) and at
+    # 512 px (two seeds: the seed spread), RegNet and MobileNetV3 at 512, all at once on one GPU, GPU_BUDGET minutes each.
+    # RUNS: a subset of those folder names. Data shrunk to travel: python -m train.shrink --size 512 --format webp
+    EPOCHS=${EPOCHS:-12}; mkdir -p "$out"
+    for r in ${RUNS:-efficientnet_lite0_gpu_320 efficientnet_lite0_gpu_512 efficientnet_lite0_gpu_512_seed1 regnet_gpu_512 mobilenetv3_gpu_512}; do
+      IFS=_ read -r -a part <<< "${r%_seed1}"; size=${part[-1]}; model=${r%_gpu_*}
+      both $model $r ${GPU_BUDGET:-5} --pretrained local --balance source --image-size $size \
+        $([[ $r == *_seed1 ]] && echo --seed 1) > "$out/$r.log" 2>&1 &
+    done
+    wait ;;
   bundle)  # the app's models: each run's folder (weights, config, card, plots; never .train_state) into assets/models.
     # DEFAULT_RUN: the EfficientNet-Lite0 run validation data chose (sampling, resolution); its Multi-Region-only
     # predecessor stays as efficientnet_lite0_multiregion, the FracAtlas-only one as efficientnet_lite0_fracatlas
@@ -132,5 +144,5 @@ case $stage in
     copy "${DEFAULT_RUN:-efficientnet_lite0_both_source}" efficientnet_lite0
     copy efficientnet_lite0_fracatlas efficientnet_lite0_fracatlas
     for m in regnet mobilenetv3 custom_cnn wide_resnet vgg19 vit swin; do copy $m $m; done ;;
-  *) echo "usage: $0 cpu|gpu|transformers|official|balance|guard|sampling|both|resolution|longer|lowlr|lpft|lpftld|ema|bundle DATA OUT" >&2; exit 2 ;;
+  *) echo "usage: $0 cpu|gpu|transformers|official|balance|guard|sampling|both|resolution|longer|lowlr|lpft|lpftld|ema|gpures|bundle DATA OUT" >&2; exit 2 ;;
 esac

@@ -1,0 +1,38 @@
+"""The shrunk copy that travels to a GPU machine: same names, smaller images, the same files skipped."""
+from __future__ import annotations
+
+import shutil
+import tarfile
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import make_dataset
+from train.data import ImageCache, scan
+from train.shrink import shrink
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "WEBP"])
+def test_shrink_keeps_names_skips_and_duplicates(tmp_path, fmt):
+    src = make_dataset(tmp_path / "src", {"train": 4, "val": 2, "test": 2})
+    shutil.copy(src / "val" / "fractured" / "0.jpg", src / "test" / "fractured" / "copy_of_val_0.jpg")
+    tar_path = tmp_path / "data.tar"
+    distinct = shrink(str(src), str(tar_path), size=64, fmt=fmt, prefix="d")
+    with tarfile.open(tar_path) as tar:
+        members = {m.name: m for m in tar.getmembers()}
+        tar.extractall(tmp_path / "out", filter="tar")
+    original = scan(src)
+    assert set(members) == {f"d/{s.rel}" for s in original}
+    assert members["d/test/fractured/copy_of_val_0.jpg"].islnk()
+    assert distinct == len(original) - 1
+
+    before, after = ImageCache(64).load(original), ImageCache(64).load(scan(tmp_path / "out" / "d"))
+    assert before.skipped.keys() == after.skipped.keys() and before.skipped
+    for name in before.skipped:  # unreadable files travel without their bytes
+        assert members[f"d/{name}"].size == 0
+    img = Image.open(tmp_path / "out" / "d" / "train" / "fractured" / "1.jpg")
+    assert (img.format, img.size) == (fmt, (64, 64))  # WebP has no grey mode: decoded as RGB, trained as grey
+    assert [s.rel for s in after.samples] == [s.rel for s in before.samples]
+    diff = np.abs(after.images.astype(float) - before.images.astype(float)).mean()
+    assert diff < 3, f"the copy decodes {diff:.1f} grey levels away from the original"
