@@ -14,6 +14,7 @@
 #   scripts/train_zoo.sh lpft DATA OUT           # step 3's recipe from a head fitted on frozen features (LP-FT)
 #   scripts/train_zoo.sh lpftld DATA OUT         # LP-FT with a calibrated head and layer-wise lr decay 0.85
 #   scripts/train_zoo.sh ema DATA OUT            # step 3's recipe, validating a moving average of the weights
+#   scripts/train_zoo.sh guide DATA OUT          # the default fine-tuned on with and without its map pulled into drawn boxes
 #   scripts/train_zoo.sh gpures DATA OUT         # one GPU: the both-sources recipe run to its epochs at 320 and 512 px
 #   scripts/train_zoo.sh bundle DATA OUT         # copy the chosen runs into assets/models (then: train.calibrate, guard, report)
 # DATA: Kaggle-layout folder with grouped_split.csv (python -m train.audit); OUT: parent of model folders.
@@ -125,6 +126,14 @@ case $stage in
   ema)  # step 3's recipe (224 px, 12 min, source-balanced, lr 5e-4) validating and keeping a moving average of the
     # weights (--ema 0.99: about the last 100 steps, a third of an epoch) instead of the last weights
     both efficientnet_lite0 efficientnet_lite0_both_ema ${BUDGET:-12} --pretrained local --balance source --ema ${EMA:-0.99} ;;
+  guide)  # issue 11's rung "teach the map where the fracture is": the default fine-tuned on at 320 px for BUDGET (15)
+    # minutes with its class-activation map pulled into FracAtlas's drawn training boxes (--box-weight, train.guidance),
+    # and the same minutes without (the control, box0); kept only if FracAtlas validation prefers it
+    for w in 0 ${BOX_WEIGHT:-1}; do
+      [ -f "$out/efficientnet_lite0_both_320_box$w/metrics.json" ] || both efficientnet_lite0 efficientnet_lite0_both_320_box$w \
+        ${BUDGET:-15} --image-size 320 --lr 2e-4 --warmup-epochs 0.1 --balance source --init-from assets/models/efficientnet_lite0 \
+        --box-weight $w --boxes "${ANNOTATIONS:-../shared/data/fracatlas/annotations.json}"
+    done ;;
   gpures)  # issue 11's rung "a GPU for resolutions": step 3's recipe (both sources, source-balanced, from ImageNet), but
     # run to its EPOCHS (12) instead of stopping after 2-3 for CPU minutes; EfficientNet-Lite0 at 320 (the control) and at
     # 512 px (two seeds: the seed spread), RegNet and MobileNetV3 at 512, all at once on one GPU, GPU_BUDGET minutes each.
@@ -144,5 +153,5 @@ case $stage in
     copy "${DEFAULT_RUN:-efficientnet_lite0_both_source}" efficientnet_lite0
     copy efficientnet_lite0_fracatlas efficientnet_lite0_fracatlas
     for m in regnet mobilenetv3 custom_cnn wide_resnet vgg19 vit swin; do copy $m $m; done ;;
-  *) echo "usage: $0 cpu|gpu|transformers|official|balance|guard|sampling|both|resolution|longer|lowlr|lpft|lpftld|ema|gpures|bundle DATA OUT" >&2; exit 2 ;;
+  *) echo "usage: $0 cpu|gpu|transformers|official|balance|guard|sampling|both|resolution|longer|lowlr|lpft|lpftld|ema|guide|gpures|bundle DATA OUT" >&2; exit 2 ;;
 esac

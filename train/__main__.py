@@ -56,6 +56,10 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
                     help="layer-wise lr decay: each earlier layer learns at D times the next one's rate (timm models)")
     ap.add_argument("--ema", type=float, default=d["ema"], metavar="DECAY",
                     help="validate, keep and resume an exponential moving average of the weights (e.g. 0.998)")
+    ap.add_argument("--box-weight", type=float, default=d["box_weight"], metavar="W",
+                    help="weight of the loss pulling the class-activation map into the drawn boxes (train.guidance)")
+    ap.add_argument("--boxes", default=d["boxes"], metavar="COCO_JSON",
+                    help="drawn fracture boxes for --box-weight, joined on file name (FracAtlas's annotations.json)")
     ap.add_argument("--time-limit", type=float, default=None,
                     help="minutes; pause after the epoch crossing it (continue with --resume)")
     ap.add_argument("--time-budget", type=float, default=None,

@@ -27,6 +27,7 @@ from .data import ImageCache, default_split_file, fingerprint, scan
 from .distributed import setup_distributed
 from .evaluate import predict_logits
 from .finalize import finalize
+from .guidance import CamHead, box_loss, box_masks
 from .head_init import fit_head
 from .optim import apply_lr, param_groups
 from .sampling import BALANCE, sample_weights
@@ -72,6 +73,8 @@ class TrainConfig:
     head_init: str = "zero"  # zero (registry) | probe: fitted on frozen features first (train.head_init)
     layer_decay: float | None = None  # each earlier layer learns at this times the next one's rate (train.optim)
     ema: float | None = None  # validate and keep an exponential moving average of the weights with this decay
+    box_weight: float = 0.0  # > 0: the class-activation map is pulled into the drawn boxes (train.guidance)
+    boxes: str | None = None  # COCO file of the drawn boxes, for box_weight
 
     def sources(self) -> list[Source]:
         if self.data:
@@ -114,6 +117,8 @@ def train(cfg: TrainConfig) -> dict:
         raise ValueError(f"balance must be one of {', '.join(BALANCE)}, not {cfg.balance!r}")
     if cfg.ema is not None and not 0 <= cfg.ema < 1:
         raise ValueError(f"--ema must be in [0, 1), not {cfg.ema}")
+    if cfg.box_weight < 0 or (cfg.box_weight > 0 and not cfg.boxes):
+        raise ValueError("--box-weight must be >= 0 and needs --boxes (a COCO file of drawn fracture boxes)")
     rank, world, dev = setup_distributed(cfg.device)
     out = Path(cfg.output_dir)
     sources = cfg.sources()
@@ -168,7 +173,9 @@ def train(cfg: TrainConfig) -> dict:
     if meta:
         start_epoch, history, best_loss, bad = meta["epoch"] + 1, meta["history"], meta["best_loss"], meta["bad_epochs"]
         _log(rank, f"resumed from {out / '.train_state'} after epoch {meta['epoch'] + 1}")
-    ddp = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
+    guided = cfg.box_weight > 0
+    net = CamHead(model) if guided else model  # one forward gives the logit and the map the loss looks at
+    ddp = torch.nn.parallel.DistributedDataParallel(net) if world > 1 else net
 
     teacher_clf = load(cfg.teacher) if cfg.teacher else None
     teacher = teacher_clf.model.to(dev).eval() if teacher_clf else None
@@ -184,6 +191,9 @@ def train(cfg: TrainConfig) -> dict:
     images = torch.from_numpy(train_set.images)
     if dev.type == "cuda":
         images, y_all = images.to(dev), y_all.to(dev)
+    if guided:
+        box_row, boxes = (t.to(images.device) for t in box_masks(train_set.samples, cfg.boxes, size))
+        _log(rank, f"box guidance (weight {cfg.box_weight}): {len(boxes)} fractured training radiographs with drawn boxes")
     per_rank = len(images) // world
     steps_per_epoch = max(1, per_rank // cfg.batch_size)
     total_steps = steps_per_epoch * cfg.epochs
@@ -214,14 +224,25 @@ def train(cfg: TrainConfig) -> dict:
             rate = lr_at(progress, warmup, cfg.lr)
             apply_lr(opt, rate)
             idx = order[i * cfg.batch_size:(i + 1) * cfg.batch_size].to(images.device)
-            xb = augment(images[idx], gen, cfg.augment).to(dev, non_blocking=True)
+            if guided:
+                rows = box_row[idx]
+                has_box = rows >= 0
+                mb = torch.zeros_like(images[idx])
+                mb[has_box] = boxes[rows[has_box]]
+                xb, mb = augment(images[idx], gen, cfg.augment, masks=mb)
+                xb, mb, has_box = xb.to(dev, non_blocking=True), mb.to(dev), has_box.to(dev)
+            else:
+                xb = augment(images[idx], gen, cfg.augment).to(dev, non_blocking=True)
             yb = y_all[idx].to(dev)
             x = clf.normalize(xb)
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             with torch.autocast(dev.type, dtype=amp or torch.float32, enabled=amp is not None):
-                logits = ddp(x).float().flatten()
+                logits, cam = ddp(x) if guided else (ddp(x), None)
+                logits = logits.float().flatten()
                 loss = F.binary_cross_entropy_with_logits(logits, yb, pos_weight=pos_weight)
+                if guided and has_box.any():
+                    loss = loss + cfg.box_weight * box_loss(cam[has_box], mb[has_box])
                 if teacher is not None:
                     with torch.no_grad():
                         xt = teacher_clf.normalize(xb)
