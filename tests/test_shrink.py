@@ -7,6 +7,7 @@ import tarfile
 import numpy as np
 import pytest
 from PIL import Image
+from safetensors.torch import load_file, save_file
 
 from conftest import make_dataset
 from train.data import ImageCache, scan
@@ -36,3 +37,23 @@ def test_shrink_keeps_names_skips_and_duplicates(tmp_path, fmt):
     assert [s.rel for s in after.samples] == [s.rel for s in before.samples]
     diff = np.abs(after.images.astype(float) - before.images.astype(float)).mean()
     assert diff < 3, f"the copy decodes {diff:.1f} grey levels away from the original"
+
+
+def test_shrunk_weights_drop_the_classifier_and_keep_the_features(tmp_path):
+    import timm
+    import torch
+
+    from fracture_demo import create_model
+    from train.shrink import shrink_weights
+    src, out = tmp_path / "src", tmp_path / "out"
+    src.mkdir()
+    full = timm.create_model("tf_mobilenetv3_small_100", num_classes=1000)  # as ImageNet files are: 1,000 classes
+    save_file(full.state_dict(), src / "tf_mobilenetv3_small_100.safetensors")
+    assert shrink_weights(src, out) == ["tf_mobilenetv3_small_100.safetensors"]
+    slim = load_file(out / "tf_mobilenetv3_small_100.safetensors")
+    assert not any(k.startswith("classifier.") for k in slim) and slim["conv_stem.weight"].dtype == torch.float16
+    x = torch.rand(1, 3, 96, 96)
+    a, b = (create_model("mobilenetv3", d / "tf_mobilenetv3_small_100.safetensors").eval() for d in (src, out))
+    with torch.no_grad():
+        fa, fb = a.forward_features(x), b.forward_features(x)
+    assert ((fa - fb).abs().max() / fa.abs().max()) < 0.01

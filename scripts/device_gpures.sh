@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# scripts/train_zoo.sh gpures on a lent GPU machine (the workplace's device tool), run from the repo root with
+# .gpu/ and .whl/ carried. Made here first:
+#   python -m train.shrink --data-dir data/fracatlas --out .gpu/fa.tar --size 512 --format webp --prefix fracatlas
+#   python -m train.shrink --data-dir data/bone-fracture --out .gpu/mr.tar --size 320 --format webp --prefix bone-fracture
+#   python -m train.shrink --weights ../shared/pretrained --out .gpu/pretrained
+#   .whl/: timm==1.0.31 and ttach (pip download, manylinux, Python 3.12), grad-cam==1.5.7 (pip wheel)
+# with assets/models moved aside for the call: the tree that travels is at most 64 MiB.
+#   SMOKE=1 scripts/device_gpures.sh    # a one-minute check first: wheels, interpreter, GPU
+#   scripts/device_gpures.sh SECONDS    # the runs, stopped after SECONDS; each run lands in $OUT/RUN.tar as it ends
+set -uo pipefail
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 3
+export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1
+# train_zoo.sh calls `python`; a symlink to a venv's python3 loses the venv (the first try's error), a wrapper does not
+mkdir -p /tmp/bin && printf '#!/bin/sh\nexec %s "$@"\n' "$(command -v python3)" > /tmp/bin/python && chmod +x /tmp/bin/python
+export PATH=/tmp/bin:$PATH
+python -c "import os, torch, timm, pytorch_grad_cam
+print('torch', torch.__version__, 'timm', timm.__version__, 'cuda', torch.cuda.is_available() and torch.cuda.get_device_name())
+assert torch.cuda.is_available() or os.environ.get('ALLOW_CPU'), 'no GPU: not training here'" || exit 4
+[ -n "${SMOKE:-}" ] && exit 0
+mkdir -p data && tar -xf .gpu/fa.tar -C data && tar -xf .gpu/mr.tar -C data || exit 5
+pack() { tar -C "$GPU_RUNS" --exclude=.train_state -cf "$OUT/$1.tar" "$1" "$1.log"; }  # called by train_zoo as each run ends
+export -f pack
+export GPU_RUNS=${GPU_RUNS:-/tmp/gpu_runs} FRACTURE_PRETRAINED_DIR=.gpu/pretrained BOOTSTRAP=${BOOTSTRAP:-200} ON_DONE=pack
+SPLIT_FILE=assets/splits/grouped_split.csv timeout --kill-after 10 "${1:-420}" scripts/train_zoo.sh gpures data/bone-fracture "$GPU_RUNS"
+echo "train_zoo gpures: exit $?"
+for f in "$GPU_RUNS"/*.log; do echo "== $f"; grep -E "decoded|^epoch|budget|fracatlas val|test:" "$f" | tail -n 12; done
