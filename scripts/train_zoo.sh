@@ -129,10 +129,12 @@ case $stage in
   guide)  # issue 11's rung "teach the map where the fracture is": the default fine-tuned on at 320 px for BUDGET (15)
     # minutes with its class-activation map pulled into FracAtlas's drawn training boxes (--box-weight, train.guidance),
     # and the same minutes without (the control, box0); kept only if FracAtlas validation prefers it
-    for w in 0 ${BOX_WEIGHT:-1}; do
-      [ -f "$out/efficientnet_lite0_both_320_box$w/metrics.json" ] || both efficientnet_lite0 efficientnet_lite0_both_320_box$w \
-        ${BUDGET:-15} --image-size 320 --lr 2e-4 --warmup-epochs 0.1 --balance source --init-from assets/models/efficientnet_lite0 \
-        --box-weight $w --boxes "${ANNOTATIONS:-../shared/data/fracatlas/annotations.json}"
+    # MODEL=regnet BOX_WEIGHTS=1: the same for another bundled family (the guided run alone)
+    m=${MODEL:-efficientnet_lite0}
+    for w in ${BOX_WEIGHTS:-0 1}; do
+      [ -f "$out/${m}_both_320_box$w/metrics.json" ] || both $m ${m}_both_320_box$w ${BUDGET:-15} --image-size 320 \
+        --lr 2e-4 --warmup-epochs 0.1 --balance source --init-from assets/models/$m --box-weight $w \
+        --boxes "${ANNOTATIONS:-../shared/data/fracatlas/annotations.json}"
     done ;;
   gpures)  # issue 11's rung "a GPU for resolutions": step 3's recipe (both sources, source-balanced, from ImageNet), but
     # run to its EPOCHS (12) instead of stopping after 2-3 for CPU minutes; EfficientNet-Lite0 at 320 (the control) and at

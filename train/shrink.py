@@ -10,7 +10,7 @@ a run on the copy skips the same files as a run on the original, without their b
 
 ``python -m train.shrink --weights ../shared/pretrained --out DIR`` writes the registry's offline ImageNet
 files without their 1,000-class classifiers (a one-logit head replaces them anyway), conv and linear weights
-in fp16, BatchNorm statistics as they are: 14 MiB for the three CNNs in place of 43 (features within 1%).
+in fp16, BatchNorm statistics as they are: 14 MiB for the GPU stage's three CNNs in place of 38 (features within 1%).
 """
 from __future__ import annotations
 
