@@ -66,7 +66,7 @@ def main() -> None:
         name = Path(folder).name
         if args.flips:
             logits = flip_logits(clf, data.images)
-            own = logits[: clf.views].mean(0)  # the model's own prediction
+            own = clf.view_mean(torch.from_numpy(logits), len(data.images)).numpy()  # the model's own prediction
             out["flips"][name] = {"one_view": aucs(logits[0]), "mean_of_4": aucs(logits.mean(0))}
         else:
             own = predict_logits(clf, data.images)

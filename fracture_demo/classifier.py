@@ -163,9 +163,10 @@ class FractureClassifier:
         augmentation; set per model with ``python -m train.calibrate --views``, which refits the calibration on it)."""
         return int(self.config.get("views", 1))
 
-    def _logit(self, logits: torch.Tensor) -> torch.Tensor:
-        """The prediction's logit from a pass over :meth:`with_flips` (first row: the image as given)."""
-        return logits.flatten()[: self.views].float().mean()
+    def view_mean(self, logits: torch.Tensor, n: int = 1) -> torch.Tensor:
+        """The n predictions' logits from a pass over n images in :meth:`with_flips`' order (the images as given
+        first; a pass over the images alone is enough for one view): the mean over this model's views."""
+        return logits.float().reshape(-1, n)[: self.views].mean(0)
 
     @property
     def threshold(self) -> float:
@@ -187,7 +188,7 @@ class FractureClassifier:
         decoded = self.decode(image)
         x = self.preprocess(decoded)
         with self._model_in_use() as model, self._guarded(model) as pooled:
-            p = self.probability(self._logit(model(self.with_flips(x) if self.views > 1 else x))).item()
+            p = self.probability(self.view_mean(model(self.with_flips(x) if self.views > 1 else x))).item()
         return self._prediction(p, decoded.warnings, pooled)
 
     @staticmethod
@@ -221,7 +222,7 @@ class FractureClassifier:
             heat, logits = _explain.cam_map(model, self.arch, x, method, chosen)
             if len(logits) < self.views:  # ScoreCAM's pass held the image alone
                 logits = model(self.with_flips(x)).detach()
-            p = self.probability(self._logit(logits)).item()
+            p = self.probability(self.view_mean(logits)).item()
             decided = int(p >= self.threshold)
             if target is None and chosen.category != decided:  # the views' mean decided otherwise than the image
                 chosen = _explain.DecidedTarget(lambda _logit: decided)  # alone: map the evidence for the decision

@@ -42,7 +42,7 @@ def predict_logits(clf: FractureClassifier, images: np.ndarray, batch_size: int 
         if clf.views > 1:  # the model's own test-time views, as its predict() sees them
             x = clf.with_flips(x)
         with torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16, enabled=torch.device(device).type == "cuda"):
-            out.append(model(x).float().view(clf.views, -1).mean(0).cpu())
+            out.append(clf.view_mean(model(x), len(x) // clf.views).cpu())
     return torch.cat(out).numpy() if out else np.zeros(0, np.float32)
 
 
