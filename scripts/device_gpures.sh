@@ -5,9 +5,11 @@
 #   python -m train.shrink --data-dir data/bone-fracture --out .gpu/mr.tar --size 320 --format webp --prefix bone-fracture
 #   python -m train.shrink --weights ../shared/pretrained --out .gpu/pretrained
 #   .whl/: timm==1.0.31 and ttach (pip download, manylinux, Python 3.12), grad-cam==1.5.7 (pip wheel)
+#   cp ../shared/data/fracatlas/annotations.json .gpu/    # the boxes of the guided (_box1) run
 # with assets/models moved aside for the call: the tree that travels is at most 64 MiB.
 #   SMOKE=1 scripts/device_gpures.sh    # a one-minute check first: wheels, interpreter, GPU
 #   scripts/device_gpures.sh SECONDS    # the runs, stopped after SECONDS; each run lands in $OUT/RUN.tar as it ends
+#   STAGE=guide INIT=.gpu/init/RUN PARALLEL=1 BUDGET=MIN scripts/device_gpures.sh SECONDS   # another train_zoo stage
 set -uo pipefail
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 3
 export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1
@@ -21,7 +23,11 @@ assert torch.cuda.is_available() or os.environ.get('ALLOW_CPU'), 'no GPU: not tr
 mkdir -p data && tar -xf .gpu/fa.tar -C data && tar -xf .gpu/mr.tar -C data || exit 5
 pack() { tar -C "$GPU_RUNS" --exclude=.train_state -cf "$OUT/$1.tar" "$1" "$1.log"; }  # called by train_zoo as each run ends
 export -f pack
-export GPU_RUNS=${GPU_RUNS:-/tmp/gpu_runs} FRACTURE_PRETRAINED_DIR=.gpu/pretrained BOOTSTRAP=${BOOTSTRAP:-200} ON_DONE=pack
-SPLIT_FILE=assets/splits/grouped_split.csv timeout --kill-after 10 "${1:-420}" scripts/train_zoo.sh gpures data/bone-fracture "$GPU_RUNS"
-echo "train_zoo gpures: exit $?"
-for f in "$GPU_RUNS"/*.log; do echo "== $f"; grep -E "decoded|^epoch|budget|fracatlas val|test:" "$f" | tail -n 12; done
+export GPU_RUNS=${GPU_RUNS:-/tmp/gpu_runs} FRACTURE_PRETRAINED_DIR=.gpu/pretrained ANNOTATIONS=.gpu/annotations.json BOOTSTRAP=${BOOTSTRAP:-200} ON_DONE=pack
+SPLIT_FILE=assets/splits/grouped_split.csv timeout --kill-after 10 "${1:-420}" scripts/train_zoo.sh "${STAGE:-gpures}" data/bone-fracture "$GPU_RUNS"
+echo "train_zoo ${STAGE:-gpures}: exit $?"
+for d in "$GPU_RUNS"/*/; do  # a run the timeout stopped: its best epoch so far travels too (evaluate it with train.evaluate)
+  r=$(basename "$d"); [ -f "$OUT/$r.tar" ] || [ ! -f "$d/model.safetensors" ] || pack "$r"
+done
+tar -C "$GPU_RUNS" -cf "$OUT/logs.tar" $(cd "$GPU_RUNS" && ls *.log)
+for f in "$GPU_RUNS"/*.log; do echo "== $f"; grep -E "decoded|^epoch|budget|fracatlas val|test:|Error|FAILED" "$f" | tail -n 14; done

@@ -129,22 +129,28 @@ case $stage in
   guide)  # issue 11's rung "teach the map where the fracture is": the default fine-tuned on at 320 px for BUDGET (15)
     # minutes with its class-activation map pulled into FracAtlas's drawn training boxes (--box-weight, train.guidance),
     # and the same minutes without (the control, box0); kept only if FracAtlas validation prefers it
-    # MODEL=regnet BOX_WEIGHTS=1: the same for another bundled family (the guided run alone)
+    # MODEL=regnet BOX_WEIGHTS=1: the same for another bundled family (the guided run alone); INIT: the folder to start
+    # from (default the bundled model); PARALLEL=1 runs them side by side (one GPU), else one after the other
     m=${MODEL:-efficientnet_lite0}
     for w in ${BOX_WEIGHTS:-0 1}; do
-      [ -f "$out/${m}_both_320_box$w/metrics.json" ] || both $m ${m}_both_320_box$w ${BUDGET:-15} --image-size 320 \
-        --lr 2e-4 --warmup-epochs 0.1 --balance source --init-from assets/models/$m --box-weight $w \
-        --boxes "${ANNOTATIONS:-../shared/data/fracatlas/annotations.json}"
-    done ;;
+      r=${m}_both_320_box$w
+      [ -f "$out/$r/metrics.json" ] && continue
+      args=($m $r ${BUDGET:-15} --image-size 320 --lr 2e-4 --warmup-epochs 0.1 --balance source
+            --init-from "${INIT:-assets/models/$m}" --box-weight $w --boxes "${ANNOTATIONS:-../shared/data/fracatlas/annotations.json}")
+      if [ -n "${PARALLEL:-}" ]; then both "${args[@]}" > "$out/$r.log" 2>&1 & else both "${args[@]}"; fi
+    done
+    wait ;;
   gpures)  # issue 11's rung "a GPU for resolutions": step 3's recipe (both sources, source-balanced, from ImageNet), but
     # run to its EPOCHS (12) instead of stopping after 2-3 for CPU minutes; EfficientNet-Lite0 at 320 (the control) and at
-    # 512 px (two seeds: the seed spread), RegNet and MobileNetV3 at 512, all at once on one GPU, GPU_BUDGET minutes each.
-    # RUNS: a subset of those folder names. Data shrunk to travel: python -m train.shrink --size 512 --format webp
+    # 512 px, the same with box guidance (_box1, train.guidance), RegNet and MobileNetV3 at 512, all at once on one GPU,
+    # GPU_BUDGET minutes each. RUNS: other folder names of the form MODEL_gpu_SIZE[_box1][_seed1].
+    # Data shrunk to travel: python -m train.shrink --size 512 --format webp
     EPOCHS=${EPOCHS:-12}; mkdir -p "$out"
-    for r in ${RUNS:-efficientnet_lite0_gpu_320 efficientnet_lite0_gpu_512 efficientnet_lite0_gpu_512_seed1 regnet_gpu_512 mobilenetv3_gpu_512}; do
-      IFS=_ read -r -a part <<< "${r%_seed1}"; size=${part[-1]}; model=${r%_gpu_*}
-      both $model $r ${GPU_BUDGET:-5} --pretrained local --balance source --image-size $size \
-        $([[ $r == *_seed1 ]] && echo --seed 1) > "$out/$r.log" 2>&1 &
+    for r in ${RUNS:-efficientnet_lite0_gpu_320 efficientnet_lite0_gpu_512 efficientnet_lite0_gpu_512_box1 regnet_gpu_512 mobilenetv3_gpu_512}; do
+      base=${r%_seed1}; base=${base%_box1}; size=${base##*_}; model=${base%_gpu_*}; extra=()
+      [[ $r == *_box1* ]] && extra+=(--box-weight 1 --boxes "${ANNOTATIONS:-../shared/data/fracatlas/annotations.json}")
+      [[ $r == *_seed1 ]] && extra+=(--seed 1)
+      both $model $r ${GPU_BUDGET:-5} --pretrained local --balance source --image-size $size "${extra[@]}" > "$out/$r.log" 2>&1 &
     done
     wait ;;
   bundle)  # the app's models: each run's folder (weights, config, card, plots; never .train_state) into assets/models.
