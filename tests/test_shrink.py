@@ -10,8 +10,9 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 
 from conftest import make_dataset
-from train.data import ImageCache, scan
-from train.shrink import shrink
+from train.card import _copies
+from train.data import ImageCache, fingerprint, scan
+from train.shrink import MARKER, copy_of, shrink
 
 
 @pytest.mark.parametrize("fmt", ["JPEG", "WEBP"])
@@ -24,7 +25,11 @@ def test_shrink_keeps_names_skips_and_duplicates(tmp_path, fmt):
         members = {m.name: m for m in tar.getmembers()}
         tar.extractall(tmp_path / "out", filter="tar")
     original = scan(src)
-    assert set(members) == {f"d/{s.rel}" for s in original}
+    assert set(members) == {f"d/{s.rel}" for s in original} | {f"d/{MARKER}"}
+    made = copy_of(tmp_path / "out" / "d")  # what a model trained on the copy records, and its card says
+    assert made["size"] == 64 and made["format"] == fmt.lower() and made["original_fingerprint"] == fingerprint(original)
+    assert copy_of(src) is None and _copies({"x": {"copy": None}}) == ""
+    assert "`x` at 64 px" in _copies({"x": {"copy": made}})
     assert members["d/test/fractured/copy_of_val_0.jpg"].islnk()
     assert distinct == len(original) - 1
 

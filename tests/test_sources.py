@@ -12,6 +12,7 @@ from train.__main__ import main as train_main
 from train.data import Sample
 from train.fracatlas_split import split_rows
 from train.sampling import sample_weights
+from train.shrink import MARKER
 from train.sources import Source, group_ids, split_sources
 
 
@@ -70,12 +71,20 @@ def test_training_on_two_sources_scores_each(two_sources, tmp_path, capsys):
     data = [a for src in two_sources for a in ("--data", f"{src.name}={src.root}" + (f":{src.split_file}" if src.split_file else ""))]
     args = ["--model", "mobilenetv3", "--batch-size", "8", "--image-size", "64", "--bootstrap", "20", "--workers", "1",
             "--epochs", "1", "--balance", "source", "--min-sensitivity", "0.9", "--output-dir", str(out), *data]
-    assert train_main(args) == 0
+    marker = two_sources[1].root / MARKER  # b is a copy made by train.shrink: the config and the card must say so
+    made = {"made_by": "python -m train.shrink", "size": 64, "format": "webp", "quality": 80, "original_fingerprint": "f"}
+    marker.write_text(json.dumps(made))
+    try:
+        assert train_main(args) == 0
+    finally:
+        marker.unlink()
     metrics = json.loads((out / "metrics.json").read_text())
     assert {"val", "a val", "a test", "b val", "b test"} <= set(metrics["results"])
     assert metrics["results"]["b test"]["n"] == 12  # 6 + 6, the copy of A's training file left out
     cfg = json.loads((out / "config.json").read_text())
     assert set(cfg["data"]["sources"]) == {"a", "b"} and cfg["data"]["split_mode"] == "sources"
+    assert cfg["data"]["sources"]["b"]["copy"] == made and cfg["data"]["sources"]["a"]["copy"] is None
+    assert "`b` at 64 px, webp quality 80" in (out / "README.md").read_text()
     assert "sensitivity >= 0.9" in cfg["operating_point"]
     val = metrics["results"]["val"]["confusion_matrix"]
     assert val[1][1] / (val[1][0] + val[1][1]) >= 0.9  # the stated operating point holds on validation

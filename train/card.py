@@ -85,6 +85,14 @@ def _fmt_ci(m: dict, key: str) -> str:
     return f"{m[key]:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else f"{m[key]:.3f}"
 
 
+def _copies(sources: dict) -> str:
+    """The card's word on training files that were a shrunk copy (``train.shrink``'s marker), not the originals."""
+    made = [f"`{k}` at {c['size']} px, {c['format']} quality {c['quality']} (of data {c['original_fingerprint']})"
+            for k, v in sources.items() if (c := v.get("copy"))]
+    return ("\nTrained on copies made by `python -m train.shrink` to travel to a GPU machine: " + ", ".join(made)
+            + ". The validation choices and the numbers that a report writes are on the original files.") if made else ""
+
+
 def write_model_card(out: Path, config: dict, metrics: dict) -> None:
     """README.md with Hub front matter: what it is, how it was trained, every number, caveats."""
     arch, tr, data = config["architecture"], config.get("training", {}), config.get("data", {})
@@ -127,7 +135,7 @@ Pretrained start: {config.get('pretrained_source', 'unknown')}.
 ## Results
 
 {('Sources: ' + ', '.join(f"`{k}` (split file `{v['split_file']}`, files per split {v['counts']})" for k, v in sources.items()) + '; a file whose bytes are on a training side is never scored') if sources else f"Split `{data.get('split_mode')}` (files per split: {data.get('counts')})"}; data fingerprint `{data.get('fingerprint')}`;
-code commit `{config.get('code_commit', 'unknown')}`. 95% intervals: bootstrap over groups of related images.
+code commit `{config.get('code_commit', 'unknown')}`. 95% intervals: bootstrap over groups of related images.{_copies(sources)}
 "seen" = test images byte-identical to a training image (the official split leaks; see the data caveats).
 
 | test set | n | accuracy | balanced accuracy | ROC AUC | macro F1 | ECE | seen |

@@ -32,6 +32,7 @@ from .head_init import fit_head
 from .optim import apply_lr, param_groups
 from .sampling import BALANCE, sample_weights
 from .schedule import lr_at
+from .shrink import copy_of
 from .sources import Source, from_legacy, source_names, split_sources
 from .state import load_state, save_state
 
@@ -142,6 +143,7 @@ def train(cfg: TrainConfig) -> dict:
               "split_mode": "sources" if cfg.data else cfg.split_mode,  # each source's own split file
               "split_file": sources[0].split_file.name if sources[0].split_file and not cfg.data else None,
               "sources": {src.name: {"split_file": src.split_file.name if src.split_file else None,
+                                     "copy": copy_of(src.root),
                                      "counts": {s: sum(x.source == src.name for x in v) for s, v in splits.items()}}
                           for src in sources} if cfg.data else None,
               "counts": {s: len(v) for s, v in splits.items()}},

@@ -6,7 +6,9 @@ training size and stored as greyscale JPEG or WebP (the bytes keep the file's na
 format from the content); byte-identical files become hard links, so the 10,439-file Multi-Region
 set travels as ~3,800 small files. WebP at 512 px is about a third of JPEG's size (5 KB a FracAtlas
 radiograph at quality 80, so both sources fit a 64 MiB transfer). Unreadable files travel empty:
-a run on the copy skips the same files as a run on the original, without their bytes.
+a run on the copy skips the same files as a run on the original, without their bytes. The copy's
+``SHRUNK.json`` (size, format, quality, the original's fingerprint) goes into the config and the card of
+every model trained on it (:func:`copy_of`), so nobody mistakes it for the original files.
 
 ``python -m train.shrink --weights ../shared/pretrained --out DIR`` writes the registry's offline ImageNet
 files without their 1,000-class classifiers (a one-logit head replaces them anyway), conv and linear weights
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import json
 import sys
 import tarfile
 from pathlib import Path
@@ -25,7 +28,15 @@ from safetensors.torch import load_file, save_file
 
 from fracture_demo.registry import create_model, get_spec, list_models
 
-from .data import ImageCache, scan, sha256_file
+from .data import ImageCache, fingerprint, scan, sha256_file
+
+MARKER = "SHRUNK.json"
+
+
+def copy_of(data_dir: str | Path) -> dict | None:
+    """What ``shrink`` did to make ``data_dir`` (its marker), or None for original files."""
+    marker = Path(data_dir) / MARKER
+    return json.loads(marker.read_text()) if marker.is_file() else None
 
 
 def shrink(data_dir: str, out: str, size: int = 224, quality: int = 92, prefix: str = "data",
@@ -34,7 +45,12 @@ def shrink(data_dir: str, out: str, size: int = 224, quality: int = 92, prefix: 
     decoded = ImageCache(size).load(samples, progress=True)
     arrays = {s.rel: a for s, a in zip(decoded.samples, decoded.images)}
     first: dict[str, str] = {}
+    marker = json.dumps({"made_by": "python -m train.shrink", "size": size, "format": fmt.lower(), "quality": quality,
+                         "original_fingerprint": fingerprint(samples)}).encode()
     with tarfile.open(out, "w") as tar:
+        info = tarfile.TarInfo(f"{prefix}/{MARKER}")
+        info.size = len(marker)
+        tar.addfile(info, io.BytesIO(marker))
         for s in samples:
             name = f"{prefix}/{s.rel}"
             h = sha256_file(s.path)
