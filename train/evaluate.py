@@ -130,12 +130,13 @@ def bootstrap_ci(y: np.ndarray, p: np.ndarray, groups: list[str], threshold: flo
         if len(np.unique(yy)) < 2:
             continue
         pred = pp >= threshold
-        vals = {"accuracy": float((pred == yy).mean()),
-                "balanced_accuracy": float(balanced_accuracy_score(yy, pred)),
-                "roc_auc": float(roc_auc_score(yy, pp)),
-                "macro_f1": float(f1_score(yy, pred, average="macro", zero_division=0))}
+        vals = {"accuracy": lambda: float((pred == yy).mean()),
+                "balanced_accuracy": lambda: float(balanced_accuracy_score(yy, pred)),
+                "roc_auc": lambda: float(roc_auc_score(yy, pp)),
+                "macro_f1": lambda: float(f1_score(yy, pred, average="macro", zero_division=0)),
+                "ece": lambda: expected_calibration_error(yy, pp)}
         for k in keys:
-            draws[k].append(vals[k])
+            draws[k].append(vals[k]())
     return {k: [float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))] if v else [float("nan")] * 2
             for k, v in draws.items()}
 
