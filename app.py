@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from fracture_demo import ImageError, decode_image, get_spec
-from fracture_demo import methods
+from fracture_demo import methods, prevalence as pretest
 from fracture_demo.explain import heatmap_image, overlay
 from fracture_demo.imaging import DISPLAY_SIDE
 from fracture_demo.outlines import Outlines
@@ -57,14 +57,22 @@ class FractureApp:
         arch = (clf_cfg or {}).get("architecture") or self.zoo.get(model).arch
         return [(methods.LABELS[m], m) for m in get_spec(arch).explain_methods]
 
-    def predict(self, image: str | None, model: str | None = None, method: str = "gradcam", opacity: float = 0.5):
-        """-> (label probabilities, overlay, raw heatmap, details markdown, state for re-blending)."""
+    def predict(self, image: str | None, model: str | None = None, method: str = "gradcam", opacity: float = 0.5,
+                prevalence: float = 0):
+        """-> (label probabilities, overlay, raw heatmap, details markdown, state for re-blending).
+
+        ``prevalence``: the user's share of fractured radiographs in percent (0: as calibrated)."""
         decoded = self._decode(image)
         model = model or self.zoo.default
         clf = self.zoo.get(model)
         method = supported_method(clf, method)
         e = clf.explain(decoded, method, opacity)
-        p = e.prediction
+        if not 0 <= (prevalence or 0) < 100:
+            raise gr.Error(f"The share of fractures must be at least 0 and under 100%, not {prevalence}.")
+        wanted = prevalence / 100 if prevalence else None
+        delta = pretest.shift(wanted, clf.calibration_prevalence)
+        p = pretest.at_prevalence(e.prediction, wanted, clf.calibration_prevalence)
+        flips = [pretest.shifted(f, delta) for f in e.flip_probabilities]
         if p.radiograph is None:  # this model has no guard of its own: the default model's answers
             warning = self.zoo.radiograph_warning(decoded)
             p.radiograph, p.warnings = warning is None, p.warnings + [warning] * bool(warning)
@@ -73,9 +81,9 @@ class FractureApp:
         shown = (f"{p.probability:.3f} (**not meaningful**: the image does not look like a radiograph)"
                  if p.radiograph is False else f"**{p.probability:.3f}**")
         views = " (the mean of the image and its three flips)" if clf.views > 1 else ""
-        details = (f"**{model}** ({clf.arch}): P(fractured){views} = {shown}, decision "
+        details = (f"**{model}** ({clf.arch}): P(fractured){views} = {shown}{prevalence_note(clf, wanted)}, decision "
                    f"**{p.label}** at the threshold chosen on validation data ({p.threshold:.3f}, so it can differ "
-                   f"from the larger probability). {sureness(e.flip_probabilities, p.threshold)} "
+                   f"from the larger probability). {sureness(flips, p.threshold)} "
                    f"Map: {methods.LABELS[method]} of the evidence for *{e.target}*."
                    + "".join(f"\n\n⚠️ {w}" for w in p.warnings))
         label = {"does not look like a radiograph": 1.0} if p.radiograph is False else p.as_label_dict()
@@ -128,6 +136,16 @@ class FractureApp:
             gallery.append((outline.draw(e.overlay) if outline else e.overlay,
                             f"{name}: {e.prediction.probability:.2f} ({methods.LABELS[e.method]})"))
         return rows, gallery, ensemble_label(mean), agreement
+
+
+def prevalence_note(clf, wanted: float | None) -> str:
+    """Which share of fractures the probability assumes, in words."""
+    at = clf.calibration_prevalence
+    if wanted is None:
+        return f" (true where {at:.0%} of radiographs show a fracture, as in its validation files)" if at else ""
+    if at is None:
+        return " (this model does not record the share of fractures it was calibrated at: shown as calibrated)"
+    return f" at {wanted:.0%} fractured radiographs (calibrated at {at:.0%}; the decision does not change)"
 
 
 def sureness(flip_probs: list[float], threshold: float) -> str:
@@ -200,6 +218,8 @@ def build_app(zoo: ModelZoo) -> gr.Blocks:
                     method = gr.Dropdown(offered, value=methods.FALLBACK, label="Explanation", elem_id="method",
                                          allow_custom_value=True)
                     opacity = gr.Slider(0, 1, value=0.5, step=0.05, label="Overlay opacity")
+                    prevalence = gr.Slider(0, 95, value=0, step=1, elem_id="prevalence", label=(
+                        "Share of fractures among the radiographs you see, % (pre-test probability; 0: as calibrated)"))
                     run = gr.Button("Predict", variant="primary", elem_id="predict")
                     examples(file)
                 with gr.Column(scale=2):
@@ -211,10 +231,12 @@ def build_app(zoo: ModelZoo) -> gr.Blocks:
                         heat = gr.Image(label="Raw heatmap", type="pil", elem_id="heatmap", height=420, format="jpeg")
             state = gr.State()
             outputs = [label, over, heat, details, state]
-            run.click(app.predict, [file, model, method, opacity], outputs, api_name="predict")
-            file.upload(app.predict, [file, model, method, opacity], outputs, api_visibility="private")
+            inputs = [file, model, method, opacity, prevalence]
+            run.click(app.predict, inputs, outputs, api_name="predict")
+            file.upload(app.predict, inputs, outputs, api_visibility="private")
+            prevalence.release(app.predict, inputs, outputs, api_visibility="private")
             camera.change(lambda p: p, camera, file, api_visibility="private").then(
-                app.predict, [file, model, method, opacity], outputs, api_visibility="private")
+                app.predict, inputs, outputs, api_visibility="private")
             model.change(lambda m: gr.Dropdown(choices=app.methods_for(m), value=methods.FALLBACK), model, method,
                          api_visibility="private")
             opacity.release(app.reblend, [state, opacity], over, api_visibility="private")

@@ -9,9 +9,10 @@
 from . import runtime  # noqa: F401  (first: allocator and thread settings must precede torch)
 from .classifier import LABELS, Explanation, FractureClassifier, Prediction, load
 from .imaging import Decoded, ImageError, decode_image
+from .prevalence import at_prevalence
 from .registry import count_parameters, create_model, data_config, get_spec, list_models
 
 __all__ = [
-    "LABELS", "Decoded", "Explanation", "FractureClassifier", "ImageError", "Prediction",
+    "LABELS", "Decoded", "Explanation", "FractureClassifier", "ImageError", "Prediction", "at_prevalence",
     "count_parameters", "create_model", "data_config", "decode_image", "get_spec", "list_models", "load",
 ]

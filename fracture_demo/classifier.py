@@ -169,6 +169,12 @@ class FractureClassifier:
         return logits.float().reshape(-1, n)[: self.views].mean(0)
 
     @property
+    def calibration_prevalence(self) -> float | None:
+        """The share of fractured files its calibration was fitted on (None where not recorded):
+        :mod:`fracture_demo.prevalence` moves P(fractured) from it to a user's own."""
+        return self.config.get("calibration_prevalence")
+
+    @property
     def threshold(self) -> float:
         """Decision threshold on the calibrated probability, chosen on validation data."""
         return float(self.config.get("threshold", 0.5))

@@ -87,8 +87,8 @@ case $stage in
         --warmup-epochs 0.5 --patience 8 --time-budget 12 --balance $b
     done ;;
   guard)  # the app's "does not look like a radiograph": fitted on train radiographs of both sources, thresholded on val;
-    # at the layer bench/ood.py --layers chose (GUARD_LAYER)
-    python -m train.guard --model "$out/efficientnet_lite0" --layer "${GUARD_LAYER:-blocks.5}" --data "$data:${SPLIT_FILE:-$data/grouped_split.csv}" \
+    # at the layer bench/ood.py --layers chose (GUARD_LAYER), on GUARD_MODEL's features (the bundled guard: efficientnet_lite0_cpu)
+    python -m train.guard --model "$out/${GUARD_MODEL:-efficientnet_lite0}" --layer "${GUARD_LAYER:-blocks.5}" --data "$data:${SPLIT_FILE:-$data/grouped_split.csv}" \
       --data "${FRACATLAS:-data/fracatlas}:${FRACATLAS_SPLIT:-assets/splits/fracatlas_split.csv}" ;;
   sampling)  # issue 11: does source-balanced sampling keep ~7,300 Multi-Region files (~525 radiographs) from drowning
     # FracAtlas's ~2,350? Same recipe, same minutes, plain vs balanced; then FracAtlas alone (the matrix's middle row)

@@ -47,6 +47,21 @@ def test_predict_returns_probabilities_and_maps(app, xray):
     assert again.size == over.size and np.asarray(again).tolist() != np.asarray(over).tolist()
 
 
+def test_pretest_probability_moves_the_number_not_the_decision(app, zoo, xray):
+    at = zoo.get("tiny").calibration_prevalence  # recorded by training's calibration: its validation share
+    assert at == pytest.approx(0.5, abs=0.2)
+    base, *_, details = app.predict(xray, "tiny")[:4]
+    assert f"true where {at:.0%} of radiographs" in details
+    low, *_, low_details = app.predict(xray, "tiny", "gradcam", 0.5, 5)[:4]
+    high = app.predict(xray, "tiny", "gradcam", 0.5, 90)[0]
+    assert low["fractured"] < base["fractured"] < high["fractured"]
+    assert "at 5% fractured radiographs" in low_details and "decision does not change" in low_details
+    decision = lambda d: d.split("decision **")[1].split("**")[0]  # noqa: E731
+    assert decision(low_details) == decision(details)
+    with pytest.raises(gr.Error, match="under 100%"):
+        app.predict(xray, "tiny", "gradcam", 0.5, 100)
+
+
 def test_details_say_how_sure_under_flips(app, zoo, xray):
     flips = zoo.get("tiny").flip_probabilities(xray)
     assert len(flips) == 4 and flips[0] == pytest.approx(zoo.get("tiny").predict(xray).probability, abs=1e-5)

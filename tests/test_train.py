@@ -428,6 +428,14 @@ def test_four_views_predict_the_mean_logit_everywhere(trained, dataset, tmp_path
     assert calibrate_main(["--model", str(folder), "--data", f"a={dataset}", "--views", "4"]) == 0
     clf = fd.load(folder)
     assert clf.views == 4 and fd.load(trained).views == 1
+    val = ImageCache(clf.image_size, 1).load(split_samples(scan(dataset), "official")["val"])
+    assert clf.calibration_prevalence == pytest.approx(val.labels.mean())  # what its P(fractured) is true at
+    fitted = {k: clf.config[k] for k in ("temperature", "bias", "threshold", "views")}
+    (folder / "config.json").write_text(json.dumps({**clf.config, "calibration_prevalence": None}))
+    assert calibrate_main(["--model", str(folder), "--prevalence-only"]) == 0  # from its metrics.json
+    clf = fd.load(folder)  # an older model gains the record, and nothing else moves
+    assert clf.calibration_prevalence == pytest.approx(val.labels.mean())
+    assert {k: clf.config[k] for k in fitted} == fitted
     image = sorted((dataset / "test" / "fractured").glob("*.jpg"))[0]
     x = clf.preprocess(clf.decode(image))
     with torch.no_grad():

@@ -3,7 +3,10 @@
 For a model whose run predates Platt scaling (temperature only), to move its operating point, or to make its
 prediction the mean over its four flips (``--views 4``, test-time augmentation; ``--views 1`` undoes it):
 the pooled validation files of the given sources (the ones it trained with) refit temperature, bias
-and threshold; ``config.json`` is rewritten, the weights are not touched. Never fitted on test data.
+and threshold, and record their share of fractures (what the probability is true at). ``--prevalence-only``
+records that alone, for a model calibrated before it was recorded, from its ``metrics.json`` (the validation
+files its training calibrated on: for an official-split twin, with the copies of training files that a
+leak-free split would drop); ``config.json`` is rewritten, the weights are not touched. Never fitted on test data.
 """
 from __future__ import annotations
 
@@ -22,12 +25,18 @@ from .sources import Source, split_sources
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m train.calibrate", description=__doc__.split("\n")[0])
     ap.add_argument("--model", required=True, help="model folder (rewritten in place)")
-    ap.add_argument("--data", action="append", required=True, metavar="NAME=DIR[:SPLIT_FILE]")
+    ap.add_argument("--data", action="append", default=[], metavar="NAME=DIR[:SPLIT_FILE]")
     ap.add_argument("--min-sensitivity", type=float, default=None,
                     help="threshold: the highest whose validation sensitivity reaches this (default: max balanced accuracy)")
     ap.add_argument("--views", type=int, choices=[1, 4], default=None,
                     help="4: P(fractured) from the mean logit of the image and its flips; 1: the image alone (default: keep)")
+    ap.add_argument("--prevalence-only", action="store_true",
+                    help="only record the share of fractures of the validation files in its metrics.json; nothing else moves")
     args = ap.parse_args(argv)
+    if args.prevalence_only:
+        return _record_prevalence(Path(args.model))
+    if not args.data:
+        ap.error("--data is required (or --prevalence-only)")
     try:
         clf = load(args.model)
         splits, _ = split_sources([Source.parse(d) for d in args.data])
@@ -35,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     val = ImageCache(clf.image_size).load(splits["val"])
-    keys = ("views", "temperature", "bias", "threshold")
+    keys = ("views", "temperature", "bias", "threshold", "calibration_prevalence")
     before = {k: clf.config.get(k) for k in keys}
     if args.views is not None:
         clf.config["views"] = args.views
@@ -44,6 +53,21 @@ def main(argv: list[str] | None = None) -> int:
     path.write_text(json.dumps(clf.config, indent=2) + "\n")
     after = {k: clf.config.get(k) for k in keys}
     print(f"{args.model}: {before} -> {after} on {len(val)} validation files ({clf.config['operating_point']})", file=sys.stderr)
+    return 0
+
+
+def _record_prevalence(folder: Path) -> int:
+    try:
+        cm = json.loads((folder / "metrics.json").read_text())["results"]["val"]["confusion_matrix"]
+    except (FileNotFoundError, KeyError, ValueError) as exc:
+        print(f"error: {folder} has no validation confusion matrix in metrics.json ({exc!r})", file=sys.stderr)
+        return 2
+    path = folder / "config.json"
+    config = json.loads(path.read_text())
+    config["calibration_prevalence"] = sum(cm[1]) / (sum(cm[0]) + sum(cm[1]))
+    path.write_text(json.dumps(config, indent=2) + "\n")
+    print(f"{folder}: calibration_prevalence {config['calibration_prevalence']:.4f} ({sum(cm[1])} of "
+          f"{sum(cm[0]) + sum(cm[1])} validation files fractured)", file=sys.stderr)
     return 0
 
 

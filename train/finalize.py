@@ -40,6 +40,7 @@ def calibrate(clf, val_set: ImageSet, min_sensitivity: float | None, dev: torch.
     clf.config.update(temperature=temperature, bias=bias)
     val_p = clf.probability(torch.from_numpy(val_logits)).numpy()
     clf.config["threshold"] = choose_threshold(val_set.labels, val_p, min_sensitivity)
+    clf.config["calibration_prevalence"] = float(val_set.labels.mean())  # what P(fractured) is true at
     clf.config["operating_point"] = (f"highest threshold with validation sensitivity >= {min_sensitivity}"
                                      if min_sensitivity else "maximum balanced accuracy on validation (Youden's J)")
 
