@@ -62,18 +62,18 @@ class FractureApp:
         """-> (label probabilities, overlay, raw heatmap, details markdown, state for re-blending).
 
         ``prevalence``: the user's share of fractured radiographs in percent (0: as calibrated)."""
+        if not 0 <= (prevalence or 0) < 100:
+            raise gr.Error(f"The share of fractures must be at least 0 and under 100%, not {prevalence}.")
         decoded = self._decode(image)
         model = model or self.zoo.default
         clf = self.zoo.get(model)
         method = supported_method(clf, method)
         e = clf.explain(decoded, method, opacity)
-        if not 0 <= (prevalence or 0) < 100:
-            raise gr.Error(f"The share of fractures must be at least 0 and under 100%, not {prevalence}.")
         wanted = prevalence / 100 if prevalence else None
         delta = pretest.shift(wanted, clf.calibration_prevalence)
         p = pretest.at_prevalence(e.prediction, wanted, clf.calibration_prevalence)
         flips = [pretest.shifted(f, delta) for f in e.flip_probabilities]
-        if p.radiograph is None:  # this model has no guard of its own: the default model's answers
+        if p.radiograph is None:  # this model has no guard of its own: the zoo's guard model answers
             warning = self.zoo.radiograph_warning(decoded)
             p.radiograph, p.warnings = warning is None, p.warnings + [warning] * bool(warning)
         if p.radiograph is False:

@@ -18,7 +18,7 @@ from .classifier import Prediction
 
 def log_odds(p: float) -> float:
     if not 0.0 < p < 1.0:
-        raise ValueError(f"a prevalence must lie strictly between 0 and 1, not {p}")
+        raise ValueError(f"a prevalence or probability must lie strictly between 0 and 1, not {p}")
     return math.log(p / (1.0 - p))
 
 
@@ -33,7 +33,7 @@ def shifted(p: float, delta: float) -> float:
     """``p`` with its log-odds moved by ``delta``."""
     if delta == 0.0 or p in (0.0, 1.0):
         return p
-    return 1.0 / (1.0 + math.exp(-(math.log(p / (1.0 - p)) + delta)))
+    return 1.0 / (1.0 + math.exp(-(log_odds(p) + delta)))
 
 
 def at_prevalence(pred: Prediction, prevalence: float | None, calibrated_at: float | None) -> Prediction:
