@@ -197,6 +197,17 @@ class FractureClassifier:
             p = self.probability(self.view_mean(model(self.with_flips(x) if self.views > 1 else x))).item()
         return self._prediction(p, decoded.warnings, pooled)
 
+    @torch.no_grad()
+    def radiograph_warning(self, image: ImageSource | Decoded) -> str | None:
+        """The guard's warning for ``image`` (None: it looks like a radiograph, or this model has no guard). One
+        pass of the image alone, the features :meth:`predict` gives its guard: what models without a guard borrow."""
+        if self.guard is None:
+            return None
+        x = self.preprocess(self.decode(image))
+        with self._model_in_use() as model, self._guarded(model) as pooled:
+            model(x)
+        return self.guard.warning(pooled[0][:1])
+
     @staticmethod
     def with_flips(x: torch.Tensor) -> torch.Tensor:
         """N x C x H x W -> 4N: the batch as is, flipped left-right, upside down, and both (in that order)."""

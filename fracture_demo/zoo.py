@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from .classifier import LABELS, Explanation, FractureClassifier, load
-from .guard import GUARD_NAME, NOT_A_RADIOGRAPH
+from .guard import GUARD_NAME
 from .imaging import Decoded, ImageSource
 from . import methods
 from .registry import get_spec
@@ -130,10 +130,7 @@ class ModelZoo:
         """The guard model's answer on this image: its warning if the image does not look like a radiograph,
         None if it does (or no guard was fitted). For models that have no guard of their own."""
         name = self.guard_model
-        clf = self.get(name) if name else None
-        if clf is None or clf.guard is None:
-            return None
-        return next((w for w in clf.predict(image).warnings if NOT_A_RADIOGRAPH in w), None)
+        return self.get(name).radiograph_warning(image) if name else None
 
     def compare(self, image: ImageSource | Decoded, method: str = "gradcam", opacity: float = 0.5,
                 names: list[str] | None = None) -> tuple[list[Explanation], float]:

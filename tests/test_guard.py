@@ -45,6 +45,9 @@ def test_fitted_guard_flags_a_photo_not_a_radiograph(guarded, dataset):
     photo = clf.predict(PHOTO)
     assert photo.radiograph is False and any("does not look like a radiograph" in w for w in photo.warnings)
     assert clf.explain(PHOTO).prediction.radiograph is False  # the map's forward pass is checked too
+    # what models without a guard borrow: one pass of the image alone, the same verdict and distance as predict's
+    assert clf.radiograph_warning(dataset / "test" / "fractured" / "0.jpg") is None
+    assert clf.radiograph_warning(PHOTO) == next(w for w in photo.warnings if NOT_A_RADIOGRAPH in w)
 
 
 def test_a_guard_at_a_named_layer_pools_that_layer_and_keeps_it(guarded, dataset, tmp_path):
