@@ -7,7 +7,7 @@ calibrations that know the source (which the app could apply only if a user said
 
   pooled       the model's own temperature and bias, fitted on the pooled validation files (what the app does)
   prior shift  the same temperature; the bias moved by the source's validation prevalence against the pooled one,
-               logit(pi_source) - logit(pi_pooled) (Saerens et al. 2002: a change of prevalence, nothing else)
+               logit(pi_source) - logit(pi_pooled) (``fracture_demo.prevalence``, the app's pre-test slider)
   per source   temperature and bias fitted on that source's validation files alone (Platt)
 ECE with a 95% interval by group; everything is fitted on validation files, never on test.
 """
@@ -24,13 +24,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from fracture_demo import load  # noqa: E402
+from fracture_demo.prevalence import shift  # noqa: E402
 from train.data import ImageCache  # noqa: E402
 from train.evaluate import bootstrap_ci, expected_calibration_error, fit_calibration, predict_logits  # noqa: E402
 from train.sources import Source, group_ids, split_sources  # noqa: E402
-
-
-def logit(p: float) -> float:
-    return float(np.log(p / (1 - p)))
 
 
 def calibrated(z: np.ndarray, temperature: float, bias: float) -> np.ndarray:
@@ -58,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         val, test = sets[(src.name, "val")], sets[(src.name, "test")]
         prevalence = float(val.labels.mean())
         fits = {"pooled": (t0, b0),
-                "prior shift": (t0, b0 + logit(prevalence) - logit(pooled_prevalence)),
+                "prior shift": (t0, b0 + shift(prevalence, pooled_prevalence)),  # what the app's slider applies
                 "per source": fit_calibration(z[(src.name, "val")], val.labels)}
         groups = group_ids(test.samples, sources)
         row = {"val_prevalence": prevalence, "test_prevalence": float(test.labels.mean()), "n_test": len(test)}

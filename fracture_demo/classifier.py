@@ -183,9 +183,13 @@ class FractureClassifier:
         """Inside: forward passes of ``model`` record the features the guard needs (nothing without a guard)."""
         return guard_features(model, self.arch, self.guard.layer) if self.guard is not None else nullcontext([])
 
+    def _guard_warning(self, pooled: list[torch.Tensor] | None) -> str | None:
+        """The guard's verdict on the first image of the forward pass that filled ``pooled`` (the image as given)."""
+        return self.guard.warning(pooled[0][:1]) if self.guard is not None and pooled else None
+
     def _prediction(self, p: float, notes: list[str], pooled: list[torch.Tensor] | None = None) -> Prediction:
         """``pooled``: the guard's features from the forward pass that gave ``p``."""
-        warning = self.guard.warning(pooled[0][:1]) if self.guard is not None and pooled else None
+        warning = self._guard_warning(pooled)
         return Prediction(p, LABELS[int(p >= self.threshold)], self.threshold, list(notes) + [warning] * bool(warning),
                           None if self.guard is None or not pooled else warning is None)
 
@@ -206,7 +210,7 @@ class FractureClassifier:
         x = self.preprocess(self.decode(image))
         with self._model_in_use() as model, self._guarded(model) as pooled:
             model(x)
-        return self.guard.warning(pooled[0][:1])
+        return self._guard_warning(pooled)
 
     @staticmethod
     def with_flips(x: torch.Tensor) -> torch.Tensor:
