@@ -30,6 +30,8 @@ OUTLINED = ("Green outline: the fracture as drawn by FracAtlas's annotators (Fra
 RESULTS = ROOT / "assets" / "results"
 ROC_PNGS = {"ROC curves, Multi-Region grouped test": RESULTS / "roc.png",
             "ROC curves, FracAtlas test": RESULTS / "roc_fracatlas.png"}
+POINTS = {"screen": "Screening: miss few fractures", "balanced": "Balanced: both errors alike",
+          "confirm": "Confirming: few false alarms"}  # train.operating_points, in words
 NOTICE = ("**Research and teaching demo. Not a medical device.** It must not be used to diagnose, triage or "
           "treat anyone; its models were trained on a small public data set with known flaws (see About).")
 
@@ -58,15 +60,22 @@ class FractureApp:
         return [(methods.LABELS[m], m) for m in get_spec(arch).explain_methods]
 
     def predict(self, image: str | None, model: str | None = None, method: str = "gradcam", opacity: float = 0.5,
-                prevalence: float = 0):
+                prevalence: float = 0, operating_point: str | None = None):
         """-> (label probabilities, overlay, raw heatmap, details markdown, state for re-blending).
 
-        ``prevalence``: the user's share of fractured radiographs in percent (0: as calibrated)."""
+        ``prevalence``: the user's share of fractured radiographs in percent (0: as calibrated).
+        ``operating_point``: the question the decision answers (``POINTS``; None: the model's own)."""
         if not 0 <= (prevalence or 0) < 100:
             raise gr.Error(f"The share of fractures must be at least 0 and under 100%, not {prevalence}.")
+        if operating_point and operating_point not in POINTS:
+            raise gr.Error(f"Unknown operating point {operating_point!r}: choose one of {', '.join(POINTS)}.")
         decoded = self._decode(image)
         model = model or self.zoo.default
         clf = self.zoo.get(model)
+        if operating_point and operating_point in clf.operating_points:
+            clf = clf.at_operating_point(operating_point)
+        elif operating_point:
+            gr.Warning(f"{model} was calibrated before operating points existed: it decides at its one threshold.")
         method = supported_method(clf, method)
         e = clf.explain(decoded, method, opacity)
         wanted = prevalence / 100 if prevalence else None
@@ -82,8 +91,8 @@ class FractureApp:
                  if p.radiograph is False else f"**{p.probability:.3f}**")
         views = " (the mean of the image and its three flips)" if clf.views > 1 else ""
         details = (f"**{model}** ({clf.arch}): P(fractured){views} = {shown}{prevalence_note(clf, wanted)}, decision "
-                   f"**{p.label}** at the threshold chosen on validation data ({p.threshold:.3f}, so it can differ "
-                   f"from the larger probability). {sureness(flips, p.threshold)} "
+                   f"**{p.label}** at {point_note(clf)}: {p.threshold:.3f}, so it can differ from the larger "
+                   f"probability. {sureness(flips, p.threshold)} "
                    f"Map: {methods.LABELS[method]} of the evidence for *{e.target}*."
                    + "".join(f"\n\n⚠️ {w}" for w in p.warnings))
         label = {"does not look like a radiograph": 1.0} if p.radiograph is False else p.as_label_dict()
@@ -101,8 +110,12 @@ class FractureApp:
         blended = overlay(Image.fromarray(img), heat, opacity)
         return outline.draw(blended) if outline else blended
 
-    def compare(self, image: str | None, method: str = "gradcam", models: list[str] | None = None, opacity: float = 0.5):
-        """-> (table rows, gallery of overlays, ensemble probabilities); ``models``: None = all."""
+    def compare(self, image: str | None, method: str = "gradcam", models: list[str] | None = None,
+                operating_point: str | None = None, opacity: float = 0.5):
+        """-> (table rows, gallery of overlays, ensemble probabilities); ``models``: None = all; each model decides at
+        ``operating_point`` (None: its own)."""
+        if operating_point and operating_point not in POINTS:
+            raise gr.Error(f"Unknown operating point {operating_point!r}: choose one of {', '.join(POINTS)}.")
         decoded = self._decode(image)
         if not self.zoo.names:
             raise gr.Error("No trained models are available.")
@@ -112,7 +125,7 @@ class FractureApp:
         unknown = [m for m in names if m not in self.zoo.entries]
         if unknown:
             raise gr.Error(f"Unknown model(s): {', '.join(unknown)}. Available: {', '.join(self.zoo.names)}.")
-        explanations, mean = self.zoo.compare(decoded, method, opacity, names)
+        explanations, mean = self.zoo.compare(decoded, method, opacity, names, operating_point)
         probs = np.array([e.prediction.probability for e in explanations])
         agreement = (f"Mean P(fractured) of {len(probs)} model{'s' * (len(probs) > 1)} **{mean:.3f}**; they range from {probs.min():.3f} to "
                      f"{probs.max():.3f} (standard deviation {probs.std():.3f})"
@@ -146,6 +159,17 @@ def prevalence_note(clf, wanted: float | None) -> str:
     if at is None:
         return " (this model does not record the share of fractures it was calibrated at: shown as calibrated)"
     return f" at {wanted:.0%} fractured radiographs (calibrated at {at:.0%}; the decision does not change)"
+
+
+def point_note(clf) -> str:
+    """Which threshold decided, and what it promised on each source's validation files."""
+    name = clf.operating_point
+    point = clf.operating_points.get(name or "")
+    if not point:
+        return "the threshold chosen on validation data"
+    seen = "; ".join(f"{src} sensitivity {v['sensitivity']:.2f}, specificity {v['specificity']:.2f}"
+                     for src, v in point["validation"].items())
+    return f"the threshold for *{POINTS[name].lower()}*, chosen on validation data ({seen})"
 
 
 def sureness(flip_probs: list[float], threshold: float) -> str:
@@ -220,6 +244,8 @@ def build_app(zoo: ModelZoo) -> gr.Blocks:
                     opacity = gr.Slider(0, 1, value=0.5, step=0.05, label="Overlay opacity")
                     prevalence = gr.Slider(0, 95, value=0, step=1, elem_id="prevalence", label=(
                         "Share of fractures among the radiographs you see, % (pre-test probability; 0: as calibrated)"))
+                    point = gr.Radio([(v, k) for k, v in POINTS.items()], value="screen", elem_id="operating-point",
+                                     label="Decide for (each threshold chosen on every source's validation files)")
                     run = gr.Button("Predict", variant="primary", elem_id="predict")
                     examples(file)
                 with gr.Column(scale=2):
@@ -231,10 +257,11 @@ def build_app(zoo: ModelZoo) -> gr.Blocks:
                         heat = gr.Image(label="Raw heatmap", type="pil", elem_id="heatmap", height=420, format="jpeg")
             state = gr.State()
             outputs = [label, over, heat, details, state]
-            inputs = [file, model, method, opacity, prevalence]
+            inputs = [file, model, method, opacity, prevalence, point]
             run.click(app.predict, inputs, outputs, api_name="predict")
             file.upload(app.predict, inputs, outputs, api_visibility="private")
             prevalence.release(app.predict, inputs, outputs, api_visibility="private")
+            point.change(app.predict, inputs, outputs, api_visibility="private")
             camera.change(lambda p: p, camera, file, api_visibility="private").then(
                 app.predict, inputs, outputs, api_visibility="private")
             model.change(lambda m: gr.Dropdown(choices=app.methods_for(m), value=methods.FALLBACK), model, method,
@@ -246,6 +273,7 @@ def build_app(zoo: ModelZoo) -> gr.Blocks:
                                 elem_id="compare-radiograph")
                 cmethod = gr.Dropdown([(methods.LABELS[m], m) for m in methods.COMPARE],
                                       value=methods.FALLBACK, label="Explanation (Grad-CAM where a model lacks it)")
+                cpoint = gr.Radio([(v, k) for k, v in POINTS.items()], value="screen", label="Decide for")
                 crun = gr.Button("Compare models", variant="primary", elem_id="compare")
             cmodels = gr.CheckboxGroup(zoo.names, value=zoo.preferred_names or zoo.names, label=(
                 "Models (ticked: the app's models, trained on both data sources; the *_official twins trained on the "
@@ -256,7 +284,7 @@ def build_app(zoo: ModelZoo) -> gr.Blocks:
             table = gr.Dataframe(headers=["model", "trained on", "P(fractured)", "decision", "FracAtlas ROC AUC",
                                           "grouped bal. acc", "official acc"], label="Each model on this image")
             gallery = gr.Gallery(label="Where each model looked", columns=4)
-            crun.click(app.compare, [cfile, cmethod, cmodels], [table, gallery, ensemble, agreement], api_name="compare")
+            crun.click(app.compare, [cfile, cmethod, cmodels, cpoint], [table, gallery, ensemble, agreement], api_name="compare")
             # one upload serves both tabs: Predict's radiograph (uploaded, example or camera) is Compare's too
             file.change(lambda p: p, file, cfile, api_visibility="private")
             cfile.upload(lambda p: p, cfile, file, api_visibility="private")

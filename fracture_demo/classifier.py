@@ -179,6 +179,31 @@ class FractureClassifier:
         """Decision threshold on the calibrated probability, chosen on validation data."""
         return float(self.config.get("threshold", 0.5))
 
+    @property
+    def operating_points(self) -> dict[str, dict]:
+        """Name -> {"threshold", "rule", "validation"}: one threshold per question (screen, balanced, confirm; see
+        ``train.operating_points``), each chosen on validation files; empty for a model calibrated before them."""
+        return self.config.get("operating_points", {})
+
+    @property
+    def operating_point(self) -> str | None:
+        """The point this model decides at (None: its one recorded threshold)."""
+        return self.config.get("default_operating_point")
+
+    def at_operating_point(self, name: str | None) -> "FractureClassifier":
+        """This model deciding at another of its validated thresholds: the same modules and weights (and the same
+        queue of copies, so concurrent calls still take turns), another threshold. None: as it is."""
+        if not name or name == self.operating_point:
+            return self
+        if name not in self.operating_points:
+            offered = ", ".join(self.operating_points) or "none (one threshold)"
+            raise ValueError(f"{self.arch} has no operating point {name!r}; it has {offered}")
+        other = copy.copy(self)
+        other.config = {**self.config, "default_operating_point": name,
+                        "threshold": self.operating_points[name]["threshold"],
+                        "operating_point": self.operating_points[name]["rule"]}
+        return other
+
     def _guarded(self, model: nn.Module):
         """Inside: forward passes of ``model`` record the features the guard needs (nothing without a guard)."""
         return guard_features(model, self.arch, self.guard.layer) if self.guard is not None else nullcontext([])

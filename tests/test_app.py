@@ -62,6 +62,27 @@ def test_pretest_probability_moves_the_number_not_the_decision(app, zoo, xray):
         app.predict(xray, "tiny", "gradcam", 0.5, 100)
 
 
+def test_each_question_decides_at_its_own_threshold(app, zoo, xray):
+    points = zoo.get("tiny").operating_points  # placed by training's calibration on its validation files
+    assert set(points) == {"screen", "balanced", "confirm"}
+    for name, text in (("screen", "screening"), ("confirm", "confirming")):
+        details = app.predict(xray, "tiny", "gradcam", 0.5, 0, name)[3]
+        assert f"*{text}: " in details and f"{points[name]['threshold']:.3f}" in details and "sensitivity" in details
+    assert zoo.get("tiny").threshold == points[zoo.get("tiny").operating_point]["threshold"]  # the zoo's copy untouched
+    with pytest.raises(gr.Error, match="Unknown operating point"):
+        app.predict(xray, "tiny", "gradcam", 0.5, 0, "triage")
+    p = app.compare(xray, "gradcam", ["tiny"])[0][0][2]
+    for name, point in points.items():  # Compare's decisions follow the question too
+        assert app.compare(xray, "gradcam", ["tiny"], name)[0][0][3] == ("fractured" if p >= point["threshold"]
+                                                                       else "not fractured")
+    tiny = zoo.get("tiny")
+    saved = tiny.config.pop("operating_points")
+    try:  # a model calibrated before the points: its one threshold, said so
+        assert "threshold chosen on validation data" in app.predict(xray, "tiny", "gradcam", 0.5, 0, "confirm")[3]
+    finally:
+        tiny.config["operating_points"] = saved
+
+
 def test_details_say_how_sure_under_flips(app, zoo, xray):
     flips = zoo.get("tiny").flip_probabilities(xray)
     assert len(flips) == 4 and flips[0] == pytest.approx(zoo.get("tiny").predict(xray).probability, abs=1e-5)

@@ -1,5 +1,7 @@
 """The README's tables are built from what the report measured: regimes, matrix rows, seen-test handling."""
-from train.report import localization_table, markdown_table, matrix_table, regime
+import numpy as np
+
+from train.report import localization_table, markdown_table, matrix_table, operating_points_table, point_scores, regime
 
 
 def _scores(auc, bal, by_region=None):
@@ -64,3 +66,22 @@ def test_score_key_follows_weights_calibration_and_test_files_not_recorded_score
     assert score_key(tmp_path, cfg, [["a.jpg", "b.jpg"], 1000]) != key
     (tmp_path / "model.safetensors").write_bytes(b"other weights")
     assert score_key(tmp_path, cfg, [["a.jpg"], 1000]) != key
+
+
+def test_operating_points_are_scored_per_test_set_and_tabled():
+    y = np.array([1, 1, 1, 1, 0, 0, 0, 0, 0, 0])
+    p = np.array([0.9, 0.6, 0.35, 0.2, 0.5, 0.3, 0.1, 0.1, 0.05, 0.4])
+    points = {"screen": {"threshold": 0.3}, "confirm": {"threshold": 0.55}}
+    scored = point_scores(y, p, [str(i) for i in range(10)], points, 50)
+    assert scored["screen"]["sensitivity"] == 0.75 and scored["screen"]["specificity"] == 0.5
+    assert scored["confirm"]["sensitivity"] == 0.5 and scored["confirm"]["specificity"] == 1.0
+    lo, hi = scored["screen"]["ci95"]["sensitivity"]
+    assert lo <= 0.75 <= hi
+    both = {"grouped test": {"operating_points": scored}, "fracatlas test": {"operating_points": scored}}
+    report = {"models": {"eff": _row("efficientnet_lite0", "both sources", both),
+                         "twin": _row("regnet", "Multi-Region official", {"fracatlas test": {"operating_points": scored}})},
+              "meta": {"commit": "abc1234"}}
+    rows = operating_points_table(report).splitlines()
+    assert rows[2].startswith("| eff | screen | 0.300 | 0.75 [") and rows[3].startswith("| eff | confirm | 0.550 |")
+    assert rows[4].startswith("| twin | screen | 0.300 | - | - | 0.75 [")  # its grouped test is seen: not scored
+    assert "abc1234" in rows[-1]

@@ -86,6 +86,10 @@ def test_training_on_two_sources_scores_each(two_sources, tmp_path, capsys):
     assert cfg["data"]["sources"]["b"]["copy"] == made and cfg["data"]["sources"]["a"]["copy"] is None
     assert "`b` at 64 px, webp quality 80" in (out / "README.md").read_text()
     assert "sensitivity >= 0.9" in cfg["operating_point"]
+    for name in ("a", "b"):  # the screening point holds on each source's validation files, not only pooled
+        assert cfg["operating_points"]["screen"]["validation"][name]["sensitivity"] >= 0.9
+    card = (out / "README.md").read_text()
+    assert "| screen (default) | a missed fracture costs more" in card and "| confirm |" in card
     val = metrics["results"]["val"]["confusion_matrix"]
     assert val[1][1] / (val[1][0] + val[1][1]) >= 0.9  # the stated operating point holds on validation
     from train.evaluate import main as evaluate_main
@@ -153,7 +157,17 @@ def test_calibrate_refits_config_not_weights(two_sources, tmp_path):
     assert calibrate_main(["--model", str(out), "--data", f"a={two_sources[0].root}", "--min-sensitivity", "1.0"]) == 0
     new = json.loads((out / "config.json").read_text())
     assert (out / "model.safetensors").read_bytes() == weights
-    assert "bias" in new and new["operating_point"].endswith(">= 1.0") and new["threshold"] <= cfg["threshold"]
+    assert "bias" in new and "sensitivity >= 1.0" in new["operating_point"] and new["threshold"] <= cfg["threshold"]
+    assert new["default_operating_point"] == "screen" and new["threshold"] == new["operating_points"]["screen"]["threshold"]
+    new["operating_points"] = {}
+    (out / "config.json").write_text(json.dumps(new))
+    assert calibrate_main(["--model", str(out), "--data", f"a={two_sources[0].root}", "--points-only"]) == 0
+    points = json.loads((out / "config.json").read_text())
+    assert {k: points[k] for k in ("temperature", "bias", "calibration_prevalence")} == \
+        {k: new[k] for k in ("temperature", "bias", "calibration_prevalence")}  # the calibration stays
+    assert set(points["operating_points"]) == {"screen", "balanced", "confirm"}
+    assert points["default_operating_point"] == "screen"  # as its recorded rule asked
+    assert points["operating_points"]["screen"]["validation"]["a"]["sensitivity"] == 1.0
 
 
 def test_probe_fits_on_pooled_sources_and_scores_each(two_sources, capsys):

@@ -6,7 +6,10 @@ the pooled validation files of the given sources (the ones it trained with) refi
 and threshold, and record their share of fractures (what the probability is true at). ``--prevalence-only``
 records that alone, for a model calibrated before it was recorded, from its ``metrics.json`` (the validation
 files its training calibrated on: for an official-split twin, with the copies of training files that a
-leak-free split would drop); ``config.json`` is rewritten, the weights are not touched. Never fitted on test data.
+leak-free split would drop). ``--points-only`` keeps the calibration and views and places the thresholds of
+``train.operating_points`` (screen, balanced, confirm) on the given sources' validation files, for a model
+calibrated before they existed (its decision follows its recorded rule: screening where that asked for a
+sensitivity). ``config.json`` is rewritten, the weights are not touched. Never fitted on test data.
 """
 from __future__ import annotations
 
@@ -18,7 +21,8 @@ from pathlib import Path
 from fracture_demo import load
 
 from .data import ImageCache
-from .finalize import calibrate
+from .evaluate import predict_logits
+from .finalize import calibrate, set_operating_points
 from .sources import Source, split_sources
 
 
@@ -32,6 +36,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="4: P(fractured) from the mean logit of the image and its flips; 1: the image alone (default: keep)")
     ap.add_argument("--prevalence-only", action="store_true",
                     help="only record the share of fractures of the validation files in its metrics.json; nothing else moves")
+    ap.add_argument("--points-only", action="store_true",
+                    help="keep calibration and views; place the operating points' thresholds on validation files")
     args = ap.parse_args(argv)
     if args.prevalence_only:
         return _record_prevalence(Path(args.model))
@@ -46,14 +52,24 @@ def main(argv: list[str] | None = None) -> int:
     val = ImageCache(clf.image_size).load(splits["val"])
     keys = ("views", "temperature", "bias", "threshold", "calibration_prevalence")
     before = {k: clf.config.get(k) for k in keys}
-    if args.views is not None:
-        clf.config["views"] = args.views
-    calibrate(clf, val, args.min_sensitivity)
+    if args.points_only:
+        asked = args.min_sensitivity or _asked_sensitivity(clf.config.get("operating_point", ""))
+        set_operating_points(clf, val, predict_logits(clf, val.images), asked)
+    else:
+        if args.views is not None:
+            clf.config["views"] = args.views
+        calibrate(clf, val, args.min_sensitivity)
     path = Path(args.model) / "config.json"
     path.write_text(json.dumps(clf.config, indent=2) + "\n")
     after = {k: clf.config.get(k) for k in keys}
     print(f"{args.model}: {before} -> {after} on {len(val)} validation files ({clf.config['operating_point']})", file=sys.stderr)
     return 0
+
+
+def _asked_sensitivity(rule: str) -> float | None:
+    """The sensitivity a recorded rule asked for ("... sensitivity >= 0.9"), or None (a balanced point)."""
+    head, sep, tail = rule.partition("sensitivity >= ")
+    return float(tail.split()[0]) if sep else None
 
 
 def _record_prevalence(folder: Path) -> int:

@@ -93,6 +93,22 @@ def _copies(sources: dict) -> str:
             + ". The validation choices and the numbers that a report writes are on the original files.") if made else ""
 
 
+def _points(config: dict) -> str:
+    """The operating points' table (``train.operating_points``): one threshold per question, with what each
+    promised on every source's validation files."""
+    points = config.get("operating_points") or {}
+    if not points:
+        return ""
+    why = {"screen": "a missed fracture costs more than a second look", "balanced": "both errors weighed alike",
+           "confirm": "call a fracture only when sure"}
+    rows = [f"| {name}{' (default)' * (name == config.get('default_operating_point'))} | {why.get(name, '')} | "
+            f"{pt['threshold']:.3f} | " + "; ".join(f"{src} {v['sensitivity']:.2f} / {v['specificity']:.2f}"
+                                                  for src, v in pt['validation'].items()) + " |"
+            for name, pt in points.items()]
+    return ("\n\nOperating points, each chosen on every source's validation files (the app asks which):\n\n"
+            "| point | for | threshold | validation sensitivity / specificity |\n|---|---|---|---|\n" + "\n".join(rows) + "\n")
+
+
 def write_model_card(out: Path, config: dict, metrics: dict) -> None:
     """README.md with Hub front matter: what it is, how it was trained, every number, caveats."""
     arch, tr, data = config["architecture"], config.get("training", {}), config.get("data", {})
@@ -126,8 +142,8 @@ datasets: [bmadushanirodrigo/fracture-multi-region-x-ray-data{', FracAtlas (doi:
 **Research and teaching demo. Not a medical device; not for diagnosis.**
 
 {spec.description} One logit; sigmoid = P(fractured), calibrated as sigmoid(logit / {config.get('temperature', 1):.3f} {'+' if config.get('bias', 0) >= 0 else '-'} {abs(config.get('bias', 0)):.3f})
-and thresholded at {config.get('threshold', 0.5):.3f} ({config.get('operating_point', 'maximum balanced accuracy on validation')}: a missed
-fracture costs more than a second look), both fitted on validation data. Input: greyscale radiograph
+and thresholded at {config.get('threshold', 0.5):.3f} ({config.get('operating_point', 'maximum balanced accuracy on validation')}),
+both fitted on validation data.{_points(config)} Input: greyscale radiograph
 resized to {config['image_size']}x{config['image_size']}, replicated to 3 channels, normalised with mean
 {config['mean']} / std {config['std']}. {config.get('parameters', 0):,} parameters.
 Pretrained start: {config.get('pretrained_source', 'unknown')}.

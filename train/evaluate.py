@@ -134,7 +134,9 @@ def bootstrap_ci(y: np.ndarray, p: np.ndarray, groups: list[str], threshold: flo
                 "balanced_accuracy": lambda: float(balanced_accuracy_score(yy, pred)),
                 "roc_auc": lambda: float(roc_auc_score(yy, pp)),
                 "macro_f1": lambda: float(f1_score(yy, pred, average="macro", zero_division=0)),
-                "ece": lambda: expected_calibration_error(yy, pp)}
+                "ece": lambda: expected_calibration_error(yy, pp),
+                "sensitivity": lambda: float(pred[yy == 1].mean()),
+                "specificity": lambda: float(1 - pred[yy == 0].mean())}
         for k in keys:
             draws[k].append(vals[k]())
     return {k: [float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))] if v else [float("nan")] * 2

@@ -10,12 +10,14 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from fracture_demo import load
 
 from .data import ImageCache, ImageSet, Sample, scan
-from .evaluate import choose_threshold, evaluate_set, fit_calibration, headline, predict_logits
+from .evaluate import evaluate_set, fit_calibration, headline, predict_logits
+from .operating_points import operating_points
 from .sources import Source, group_ids
 
 
@@ -38,11 +40,21 @@ def calibrate(clf, val_set: ImageSet, min_sensitivity: float | None, dev: torch.
     val_logits = predict_logits(clf, val_set.images, device=dev)
     temperature, bias = fit_calibration(val_logits, val_set.labels)
     clf.config.update(temperature=temperature, bias=bias)
-    val_p = clf.probability(torch.from_numpy(val_logits)).numpy()
-    clf.config["threshold"] = choose_threshold(val_set.labels, val_p, min_sensitivity)
     clf.config["calibration_prevalence"] = float(val_set.labels.mean())  # what P(fractured) is true at
-    clf.config["operating_point"] = (f"highest threshold with validation sensitivity >= {min_sensitivity}"
-                                     if min_sensitivity else "maximum balanced accuracy on validation (Youden's J)")
+    set_operating_points(clf, val_set, val_logits, min_sensitivity)
+
+
+def set_operating_points(clf, val_set: ImageSet, val_logits: np.ndarray, min_sensitivity: float | None) -> None:
+    """Thresholds for each question (``train.operating_points``) from validation files, into ``clf.config``; the
+    default decision is screening where ``min_sensitivity`` is given (a missed fracture costs more), else balanced."""
+    val_p = clf.probability(torch.from_numpy(val_logits)).numpy()
+    points = operating_points(val_set.labels, val_p, [s.source for s in val_set.samples], min_sensitivity or 0.9)
+    if not points:  # validation files of one class cannot place a threshold
+        clf.config.update(threshold=0.5, operating_point="0.5: validation files of one class")
+        return
+    default = "screen" if min_sensitivity else "balanced"
+    clf.config.update(operating_points=points, default_operating_point=default,
+                      threshold=points[default]["threshold"], operating_point=points[default]["rule"])
 
 
 def finalize(cfg, out: Path, cache: ImageCache, splits: dict, sources: list[Source],

@@ -4,7 +4,8 @@
 model folder under ``--models`` on the Multi-Region official test, its grouped test and the FracAtlas
 test (per body region too), checks each model's maps against FracAtlas's drawn fracture boxes, and
 writes ``assets/results/`` (results.json, roc.png, roc_fracatlas.png) and the tables between the
-``<!-- results:start -->``, ``<!-- matrix:start -->`` and ``<!-- localization:start -->`` markers of README.md.
+``<!-- results:start -->``, ``<!-- matrix:start -->``, ``<!-- localization:start -->`` and
+``<!-- operating-points:start -->`` markers of README.md.
 """
 from __future__ import annotations
 
@@ -104,11 +105,23 @@ def results_table(models_dir: Path, sources: dict, out_dir: Path, reference_imag
     for folder in sorted(p.parent for p in models_dir.glob("*/config.json")):
         clf = load(folder)
         trained = regime(clf.config)
-        key = score_key(folder, clf.config, [fingerprint, [c.path.name for c in cases], localize_methods, bootstrap])
+        key = score_key(folder, clf.config, [fingerprint, bootstrap])
         hit = score_cache / f"{key}.json" if score_cache else None
+        # the maps do not depend on calibration or thresholds: kept by the weights, the input and the cases alone
+        input_only = {k: clf.config.get(k) for k in ("architecture", "image_size", "mean", "std")}
+        maps_key = score_key(folder, input_only, [[c.path.name for c in cases], localize_methods, bootstrap])
+        loc_hit = score_cache / f"maps-{maps_key}.json" if score_cache else None
+        official_twin = trained == "Multi-Region official"
+        if loc_hit and loc_hit.is_file():
+            loc = json.loads(loc_hit.read_text())
+        else:
+            loc = localize([str(folder)], cases, localize_methods, bootstrap)[folder.name] if cases and not official_twin else {}
+            if loc_hit:
+                loc_hit.parent.mkdir(parents=True, exist_ok=True)
+                loc_hit.write_text(json.dumps(loc, default=float))
         if hit and hit.is_file():  # the same weights, calibration, test files and settings: scored before
             saved = json.loads(hit.read_text())
-            scores, seen, loc = saved["scores"], saved["seen"], saved["localization"]
+            scores, seen = saved["scores"], saved["seen"]
             for name, (y, p) in saved["curves"].items():
                 curves[name][folder.name] = (np.array(y), np.array(p))
         else:
@@ -124,16 +137,15 @@ def results_table(models_dir: Path, sources: dict, out_dir: Path, reference_imag
                 groups = group_ids(data.samples, list(sources.values()))
                 m, p = evaluate_set(clf, data, groups, bootstrap)
                 m["seen_in_training"] = seen[name]
+                m["operating_points"] = point_scores(data.labels, p, groups, clf.operating_points, bootstrap)
                 if name == "fracatlas test":
                     m["by_region"] = by_region(data, p, groups, regions, m["threshold"], bootstrap)
                 scores[name] = m
                 own_curves[name] = (data.labels, p)
                 curves[name][folder.name] = (data.labels, p)
-            official_twin = trained == "Multi-Region official"
-            loc = localize([str(folder)], cases, localize_methods, bootstrap)[folder.name] if cases and not official_twin else {}
             if hit:
                 hit.parent.mkdir(parents=True, exist_ok=True)
-                hit.write_text(json.dumps({"scores": scores, "seen": seen, "localization": loc, "curves": {
+                hit.write_text(json.dumps({"scores": scores, "seen": seen, "curves": {
                     k: [y.tolist(), p.tolist()] for k, (y, p) in own_curves.items()}}, default=float))
         record_scores(folder, clf.config, scores, loc)
         rows[folder.name] = {
@@ -158,11 +170,24 @@ def results_table(models_dir: Path, sources: dict, out_dir: Path, reference_imag
     return {"meta": meta, "models": rows}
 
 
+def point_scores(y: np.ndarray, p: np.ndarray, groups: list[str], points: dict, bootstrap: int) -> dict:
+    """Sensitivity and specificity of one test set at each of a model's operating points, 95% intervals by group."""
+    from .evaluate import bootstrap_ci
+    out = {}
+    for name, point in points.items():
+        t = point["threshold"]
+        called = p >= t
+        out[name] = {"threshold": t, "sensitivity": float(called[y == 1].mean()) if (y == 1).any() else float("nan"),
+                     "specificity": float(1 - called[y == 0].mean()) if (y == 0).any() else float("nan"),
+                     "ci95": bootstrap_ci(y, p, groups, t, bootstrap, keys=("sensitivity", "specificity"))}
+    return out
+
+
 def score_key(folder: Path, config: dict, settings: list) -> str:
     """What a model's scores depend on: its weights, calibration and threshold, the test files, the settings."""
     import hashlib
     h = hashlib.sha256((folder / "model.safetensors").read_bytes())
-    keys = ("architecture", "image_size", "views", "temperature", "bias", "threshold", "mean", "std")
+    keys = ("architecture", "image_size", "views", "temperature", "bias", "threshold", "mean", "std", "operating_points")
     h.update(json.dumps([{k: config.get(k) for k in keys}, settings], sort_keys=True, default=str).encode())
     return h.hexdigest()[:24]
 
@@ -260,6 +285,32 @@ def matrix_table(report: dict) -> str:
             f"`{report['meta']['commit']}`.\n")
 
 
+def operating_points_table(report: dict) -> str:
+    """Each leak-free model's operating points on each source's test: what every question gets from another hospital."""
+    def cell(m: dict | None, key: str) -> str:
+        if not m:
+            return "-"
+        lo, hi = m["ci95"][key]
+        return f"{m[key]:.2f} [{lo:.2f}, {hi:.2f}]"
+
+    head = ("| model | point | threshold | Multi-Region grouped test sensitivity | specificity | FracAtlas test sensitivity "
+            "| specificity |\n|---|---|---|---|---|---|---|\n")
+    lines = []
+    for name, r in sorted(report["models"].items(), key=lambda kv: (kv[1]["trained_on"] != "both sources", kv[0])):
+        grouped = r["scores"].get("grouped test", {}).get("operating_points", {})
+        fa = r["scores"].get("fracatlas test", {}).get("operating_points", {})
+        for point in dict.fromkeys([*grouped, *fa]):
+            g, f = grouped.get(point), fa.get(point)
+            lines.append(f"| {name} | {point} | {(g or f)['threshold']:.3f} | {cell(g, 'sensitivity')} | "
+                         f"{cell(g, 'specificity')} | {cell(f, 'sensitivity')} | {cell(f, 'specificity')} |")
+    return (head + "\n".join(lines) + "\n\nEach point's threshold was chosen on every source's validation files "
+            "(`train.operating_points`): *screen*, the highest whose sensitivity reaches 0.90 on each source; *balanced*, the "
+            "highest mean balanced accuracy over sources; *confirm*, the lowest whose specificity reaches 0.90 on each. "
+            "Test files from neither source's training side; 95% intervals by group; a model's test set that shares "
+            "files with its training side is left out (-). Generated by `python -m train.report` at commit "
+            f"`{report['meta']['commit']}`.\n")
+
+
 def localization_table(report: dict) -> str:
     head = "| model | map | pointing game | hits | mass ratio | s/img |\n|---|---|---|---|---|---|\n"
     lines = []
@@ -309,7 +360,8 @@ def main(argv: list[str] | None = None) -> int:
                            Path(args.annotations) if args.annotations else None, args.bootstrap,
                            args.localize_methods.split(","),
                            None if args.score_cache == "none" else Path(args.score_cache))
-    tables = {"results": markdown_table(report), "matrix": matrix_table(report), "localization": localization_table(report)}
+    tables = {"results": markdown_table(report), "matrix": matrix_table(report), "localization": localization_table(report),
+              "operating-points": operating_points_table(report)}
     for marker, table in tables.items():
         (out / f"{marker}.md").write_text(table)
         update_readme(Path(args.readme), marker, table)

@@ -1,0 +1,57 @@
+"""Decision thresholds, one per question a reader brings, each chosen on validation files per data source.
+
+One pooled threshold hides one hospital's misses behind another's hits: step 15's pooled sensitivity of 0.90
+on validation became 0.74 on FracAtlas test and 0.90 on Multi-Region. Each point here holds on every source's
+validation files, so its promise is the weakest hospital's:
+
+  screen    "do not miss a fracture": the highest threshold whose sensitivity reaches the target on every source;
+  balanced  "one answer, errors weighed alike": the threshold of the highest mean balanced accuracy over sources;
+  confirm   "only call it when sure": the lowest threshold whose specificity reaches the target on every source.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+POINTS = ("screen", "balanced", "confirm")
+
+
+def _rates(y: np.ndarray, p: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sensitivity and specificity of ``p >= t`` for each candidate threshold in ``t``."""
+    pos, neg = np.sort(p[y == 1]), np.sort(p[y == 0])
+    sens = 1 - np.searchsorted(pos, t, side="left") / max(len(pos), 1)
+    spec = np.searchsorted(neg, t, side="left") / max(len(neg), 1)
+    return sens, spec
+
+
+def operating_points(y: np.ndarray, p: np.ndarray, sources: list[str] | np.ndarray,
+                     min_sensitivity: float = 0.9, min_specificity: float = 0.9) -> dict[str, dict]:
+    """Point name -> {"threshold", "rule", "validation": source -> {"sensitivity", "specificity", "n"}}.
+
+    Sources without both classes are left out of the choice (they cannot say how often a fracture is missed)."""
+    y, p, sources = np.asarray(y).astype(int), np.asarray(p, dtype=float), np.asarray(sources)
+    names = [s for s in dict.fromkeys(sources.tolist()) if len(np.unique(y[sources == s])) == 2]
+    if not names:
+        return {}
+    cand = np.unique(np.concatenate([p, [1.0]]))  # every distinct score; 1.0 calls nothing fractured
+    rates = {s: _rates(y[sources == s], p[sources == s], cand) for s in names}
+    sens = np.min([r[0] for r in rates.values()], 0)
+    spec = np.min([r[1] for r in rates.values()], 0)
+    mean_bal = np.mean([(r[0] + r[1]) / 2 for r in rates.values()], 0)
+    reach = np.flatnonzero(sens >= min_sensitivity)  # sensitivity falls as the threshold rises
+    sure = np.flatnonzero(spec >= min_specificity)
+    chosen = {
+        "screen": (cand[reach[-1]] if len(reach) else cand[0],
+                   f"highest threshold with validation sensitivity >= {min_sensitivity} on every source"),
+        "balanced": (cand[int(np.argmax(mean_bal))], "maximum mean balanced accuracy over the sources' validation files"),
+        "confirm": (cand[sure[0]] if len(sure) else cand[-1],
+                    f"lowest threshold with validation specificity >= {min_specificity} on every source"),
+    }
+    out = {}
+    for name, (t, rule) in chosen.items():
+        t = float(np.clip(t, 1e-6, 1 - 1e-6))
+        val = {}
+        for s in names:
+            se, sp = _rates(y[sources == s], p[sources == s], np.array([t]))
+            val[s or "all"] = {"sensitivity": float(se[0]), "specificity": float(sp[0]), "n": int((sources == s).sum())}
+        out[name] = {"threshold": t, "rule": rule, "validation": val}
+    return out
