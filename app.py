@@ -75,7 +75,7 @@ class FractureApp:
         if operating_point and operating_point in clf.operating_points:
             clf = clf.at_operating_point(operating_point)
         elif operating_point:
-            gr.Warning(f"{model} was calibrated before operating points existed: it decides at its one threshold.")
+            gr.Warning(f"{model} offers no operating points: it decides at its one threshold.")
         method = supported_method(clf, method)
         e = clf.explain(decoded, method, opacity)
         wanted = prevalence / 100 if prevalence else None
@@ -188,6 +188,7 @@ def _about(zoo: ModelZoo) -> str:
     parts = [NOTICE, "## Results (bundled models)", table("results"),
              "## Will it work on radiographs from another hospital? Trained on one source, tested on the other",
              table("matrix"),
+             "## Which question? Each operating point on each source's test", table("operating-points"),
              "## Do the maps point at the fracture? Checked against FracAtlas's drawn outlines", table("localization"),
              "## The data and its caveats",
              "FracAtlas (Abedeen et al., Scientific Data 10, 521, 2023; CC BY 4.0): 3,463 radiographs of hands, legs, "

@@ -55,6 +55,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.points_only:
         asked = args.min_sensitivity or _asked_sensitivity(clf.config.get("operating_point", ""))
         set_operating_points(clf, val, predict_logits(clf, val.images), asked)
+        if not clf.operating_points:  # e.g. an official-split twin: its leak-free validation files are 27 copies of one class
+            print(f"error: {len(val)} validation files with both classes in no source: no point can be placed; "
+                  f"{args.model} is left as it was", file=sys.stderr)
+            return 2
     else:
         if args.views is not None:
             clf.config["views"] = args.views
