@@ -67,15 +67,12 @@ class FractureApp:
         ``operating_point``: the question the decision answers (``POINTS``; None: the model's own)."""
         if not 0 <= (prevalence or 0) < 100:
             raise gr.Error(f"The share of fractures must be at least 0 and under 100%, not {prevalence}.")
-        if operating_point and operating_point not in POINTS:
-            raise gr.Error(f"Unknown operating point {operating_point!r}: choose one of {', '.join(POINTS)}.")
+        check_point(operating_point)
         decoded = self._decode(image)
         model = model or self.zoo.default
         clf = self.zoo.get(model)
-        if operating_point and operating_point in clf.operating_points:
+        if operating_point in clf.operating_points:  # else its one threshold, and the details say so
             clf = clf.at_operating_point(operating_point)
-        elif operating_point:
-            gr.Warning(f"{model} offers no operating points: it decides at its one threshold.")
         method = supported_method(clf, method)
         e = clf.explain(decoded, method, opacity)
         wanted = prevalence / 100 if prevalence else None
@@ -114,8 +111,7 @@ class FractureApp:
                 operating_point: str | None = None, opacity: float = 0.5):
         """-> (table rows, gallery of overlays, ensemble probabilities); ``models``: None = all; each model decides at
         ``operating_point`` (None: its own)."""
-        if operating_point and operating_point not in POINTS:
-            raise gr.Error(f"Unknown operating point {operating_point!r}: choose one of {', '.join(POINTS)}.")
+        check_point(operating_point)
         decoded = self._decode(image)
         if not self.zoo.names:
             raise gr.Error("No trained models are available.")
@@ -161,15 +157,20 @@ def prevalence_note(clf, wanted: float | None) -> str:
     return f" at {wanted:.0%} fractured radiographs (calibrated at {at:.0%}; the decision does not change)"
 
 
+def check_point(operating_point: str | None) -> None:
+    if operating_point and operating_point not in POINTS:
+        raise gr.Error(f"Unknown operating point {operating_point!r}: choose one of {', '.join(POINTS)}.")
+
+
 def point_note(clf) -> str:
     """Which threshold decided, and what it promised on each source's validation files."""
     name = clf.operating_point
     point = clf.operating_points.get(name or "")
     if not point:
-        return "the threshold chosen on validation data"
+        return "its one threshold, chosen on validation data (this model offers no choice of question)"
     seen = "; ".join(f"{src} sensitivity {v['sensitivity']:.2f}, specificity {v['specificity']:.2f}"
                      for src, v in point["validation"].items())
-    return f"the threshold for *{POINTS[name].lower()}*, chosen on validation data ({seen})"
+    return f"the threshold for *{POINTS.get(name, name).lower()}*, chosen on validation data ({seen})"
 
 
 def sureness(flip_probs: list[float], threshold: float) -> str:
