@@ -168,6 +168,18 @@ def test_calibrate_refits_config_not_weights(two_sources, tmp_path):
     assert set(points["operating_points"]) == {"screen", "balanced", "confirm"}
     assert points["default_operating_point"] == "screen"  # as its recorded rule asked
     assert points["operating_points"]["screen"]["validation"]["a"]["sensitivity"] == 1.0
+    one_class = tmp_path / "one_class"  # validation files of one class: nothing is fitted, nothing is written
+    for split in ("train", "val", "test"):
+        for label in ("fractured", "not fractured"):
+            if split == "val" and label == "fractured":
+                continue
+            (one_class / split / label).mkdir(parents=True)
+            for f in sorted((two_sources[0].root / split / label).glob("*"))[:3]:
+                (one_class / split / label / f.name).write_bytes(f.read_bytes())
+    before = (out / "config.json").read_text()
+    for mode in ([], ["--points-only"]):
+        assert calibrate_main(["--model", str(out), "--data", f"a={one_class}", *mode]) == 2
+    assert (out / "config.json").read_text() == before
 
 
 def test_probe_fits_on_pooled_sources_and_scores_each(two_sources, capsys):

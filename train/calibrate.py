@@ -9,7 +9,9 @@ files its training calibrated on: for an official-split twin, with the copies of
 leak-free split would drop). ``--points-only`` keeps the calibration and views and places the thresholds of
 ``train.operating_points`` (screen, balanced, confirm) on the given sources' validation files, for a model
 calibrated before they existed (its decision follows its recorded rule: screening where that asked for a
-sensitivity). ``config.json`` is rewritten, the weights are not touched. Never fitted on test data.
+sensitivity). ``config.json`` is rewritten, the weights are not touched; where no source's validation files hold both
+classes (an official-split twin once its copies of training files are dropped) nothing is written. Never fitted
+on test data.
 """
 from __future__ import annotations
 
@@ -55,14 +57,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.points_only:
         asked = args.min_sensitivity or _asked_sensitivity(clf.config.get("operating_point", ""))
         set_operating_points(clf, val, predict_logits(clf, val.images), asked)
-        if not clf.operating_points:  # e.g. an official-split twin: its leak-free validation files are 27 copies of one class
-            print(f"error: {len(val)} validation files with both classes in no source: no point can be placed; "
-                  f"{args.model} is left as it was", file=sys.stderr)
-            return 2
     else:
         if args.views is not None:
             clf.config["views"] = args.views
         calibrate(clf, val, args.min_sensitivity)
+    if not clf.operating_points:  # e.g. an official-split twin: its leak-free validation files are 27 copies of one class
+        print(f"error: no source's {len(val)} validation files hold both classes: nothing can be fitted or placed; "
+              f"{args.model} is left as it was", file=sys.stderr)
+        return 2
     path = Path(args.model) / "config.json"
     path.write_text(json.dumps(clf.config, indent=2) + "\n")
     after = {k: clf.config.get(k) for k in keys}
