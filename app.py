@@ -65,8 +65,7 @@ class FractureApp:
 
         ``prevalence``: the user's share of fractured radiographs in percent (0: as calibrated).
         ``operating_point``: the question the decision answers (``POINTS``; None: the model's own)."""
-        if not 0 <= (prevalence or 0) < 100:
-            raise gr.Error(f"The share of fractures must be at least 0 and under 100%, not {prevalence}.")
+        wanted = check_prevalence(prevalence)
         check_point(operating_point)
         decoded = self._decode(image)
         model = model or self.zoo.default
@@ -75,7 +74,6 @@ class FractureApp:
             clf = clf.at_operating_point(operating_point)
         method = supported_method(clf, method)
         e = clf.explain(decoded, method, opacity)
-        wanted = prevalence / 100 if prevalence else None
         delta = pretest.shift(wanted, clf.calibration_prevalence)
         p = pretest.at_prevalence(e.prediction, wanted, clf.calibration_prevalence)
         flips = [pretest.shifted(f, delta) for f in e.flip_probabilities]
@@ -108,9 +106,10 @@ class FractureApp:
         return outline.draw(blended) if outline else blended
 
     def compare(self, image: str | None, method: str = "gradcam", models: list[str] | None = None,
-                operating_point: str | None = None, opacity: float = 0.5):
+                operating_point: str | None = None, prevalence: float = 0, opacity: float = 0.5):
         """-> (table rows, gallery of overlays, ensemble probabilities); ``models``: None = all; each model decides at
-        ``operating_point`` (None: its own)."""
+        ``operating_point`` (None: its own) and shows P(fractured) at ``prevalence`` percent (0: as calibrated)."""
+        wanted = check_prevalence(prevalence)
         check_point(operating_point)
         decoded = self._decode(image)
         if not self.zoo.names:
@@ -121,8 +120,11 @@ class FractureApp:
         unknown = [m for m in names if m not in self.zoo.entries]
         if unknown:
             raise gr.Error(f"Unknown model(s): {', '.join(unknown)}. Available: {', '.join(self.zoo.names)}.")
-        explanations, mean = self.zoo.compare(decoded, method, opacity, names, operating_point)
-        probs = np.array([e.prediction.probability for e in explanations])
+        explanations = self.zoo.compare(decoded, method, opacity, names, operating_point)
+        preds = [pretest.at_prevalence(e.prediction, wanted, self.zoo.get(n).calibration_prevalence)
+                 for n, e in zip(names, explanations)]
+        probs = np.array([p.probability for p in preds])
+        mean = float(probs.mean())
         agreement = (f"Mean P(fractured) of {len(probs)} model{'s' * (len(probs) > 1)} **{mean:.3f}**; they range from {probs.min():.3f} to "
                      f"{probs.max():.3f} (standard deviation {probs.std():.3f})"
                      + (": **they disagree** (some above 0.5, some below)." if probs.min() < 0.5 <= probs.max() else "."))
@@ -137,13 +139,15 @@ class FractureApp:
         if outline:
             agreement += f"\n\n{OUTLINED}"
         rows, gallery = [], []
-        for name, e in zip(names, explanations):
+        if wanted is not None:
+            agreement += f"\n\nEach model's P(fractured) at {wanted:.0%} fractured radiographs (decisions unchanged)."
+        for name, e, p in zip(names, explanations, preds):
             entry = self.zoo.entries[name]
             scores = [entry.score("fracatlas test", "roc_auc"), entry.score(), entry.score("official test", "accuracy")]
-            rows.append([name, entry.trained_on, round(e.prediction.probability, 4), e.prediction.label,
+            rows.append([name, entry.trained_on, round(p.probability, 4), p.label,
                          *(round(s, 3) if s is not None else None for s in scores)])
             gallery.append((outline.draw(e.overlay) if outline else e.overlay,
-                            f"{name}: {e.prediction.probability:.2f} ({methods.LABELS[e.method]})"))
+                            f"{name}: {p.probability:.2f} ({methods.LABELS[e.method]})"))
         return rows, gallery, ensemble_label(mean), agreement
 
 
@@ -155,6 +159,13 @@ def prevalence_note(clf, wanted: float | None) -> str:
     if at is None:
         return " (this model does not record the share of fractures it was calibrated at: shown as calibrated)"
     return f" at {wanted:.0%} fractured radiographs (calibrated at {at:.0%}; the decision does not change)"
+
+
+def check_prevalence(prevalence: float | None) -> float | None:
+    """The user's share of fractures in percent -> a fraction (None: as calibrated)."""
+    if not 0 <= (prevalence or 0) < 100:
+        raise gr.Error(f"The share of fractures must be at least 0 and under 100%, not {prevalence}.")
+    return prevalence / 100 if prevalence else None
 
 
 def check_point(operating_point: str | None) -> None:
@@ -276,6 +287,7 @@ def build_app(zoo: ModelZoo) -> gr.Blocks:
                 cmethod = gr.Dropdown([(methods.LABELS[m], m) for m in methods.COMPARE],
                                       value=methods.FALLBACK, label="Explanation (Grad-CAM where a model lacks it)")
                 cpoint = gr.Radio([(v, k) for k, v in POINTS.items()], value="screen", label="Decide for")
+                cprevalence = gr.Slider(0, 95, value=0, step=1, label="Share of fractures, % (0: as calibrated)")
                 crun = gr.Button("Compare models", variant="primary", elem_id="compare")
             cmodels = gr.CheckboxGroup(zoo.names, value=zoo.preferred_names or zoo.names, label=(
                 "Models (ticked: the app's models, trained on both data sources; the *_official twins trained on the "
@@ -286,7 +298,7 @@ def build_app(zoo: ModelZoo) -> gr.Blocks:
             table = gr.Dataframe(headers=["model", "trained on", "P(fractured)", "decision", "FracAtlas ROC AUC",
                                           "grouped bal. acc", "official acc"], label="Each model on this image")
             gallery = gr.Gallery(label="Where each model looked", columns=4)
-            crun.click(app.compare, [cfile, cmethod, cmodels, cpoint], [table, gallery, ensemble, agreement], api_name="compare")
+            crun.click(app.compare, [cfile, cmethod, cmodels, cpoint, cprevalence], [table, gallery, ensemble, agreement], api_name="compare")
             # one upload serves both tabs: Predict's radiograph (uploaded, example or camera) is Compare's too
             file.change(lambda p: p, file, cfile, api_visibility="private")
             cfile.upload(lambda p: p, cfile, file, api_visibility="private")

@@ -133,17 +133,16 @@ class ModelZoo:
         return self.get(name).radiograph_warning(image) if name else None
 
     def compare(self, image: ImageSource | Decoded, method: str = "gradcam", opacity: float = 0.5,
-                names: list[str] | None = None, operating_point: str | None = None) -> tuple[list[Explanation], float]:
-        """Each named model's (default: every model's) explanation of one image, and their mean P(fractured);
-        each decides at ``operating_point`` where it has one (else at its own threshold)."""
+                names: list[str] | None = None, operating_point: str | None = None) -> list[Explanation]:
+        """Each named model's (default: every model's) explanation of one image; each decides at
+        ``operating_point`` where it has one (else at its own threshold)."""
         out = []
         for name in self.names if names is None else names:
             clf = self.get(name)
             if operating_point in clf.operating_points:
                 clf = clf.at_operating_point(operating_point)
             out.append(clf.explain(image, supported_method(clf, method), opacity))
-        mean = float(np.mean([e.prediction.probability for e in out])) if out else float("nan")
-        return out, mean
+        return out
 
 
 def supported_method(clf: FractureClassifier, method: str) -> str:

@@ -114,6 +114,16 @@ def test_compare_every_model(app, xray):
     assert f"not a better answer than {app.zoo.default} alone" in agreement  # what validation data said
 
 
+def test_compare_at_the_users_share_of_fractures(app, xray):
+    rows = app.compare(xray, "gradcam", ["tiny", "tiny-copy"])[0]
+    low, _, ensemble, agreement = app.compare(xray, "gradcam", ["tiny", "tiny-copy"], None, 5)
+    assert all(a[2] < b[2] for a, b in zip(low, rows)) and [r[3] for r in low] == [r[3] for r in rows]
+    assert ensemble["fractured"] == pytest.approx(np.mean([r[2] for r in low]), abs=1e-3)
+    assert "at 5% fractured radiographs (decisions unchanged)" in agreement
+    with pytest.raises(gr.Error, match="under 100%"):
+        app.compare(xray, "gradcam", ["tiny"], None, 100)
+
+
 def test_compare_ticked_models_only(app, xray):
     assert app.zoo.held_out_names == ["tiny"]  # the UI's default: the official-split twin is left out
     rows, gallery, ensemble, agreement = app.compare(xray, "gradcam", ["tiny-copy"])
