@@ -106,7 +106,7 @@ def _points(config: dict) -> str:
                                                   for src, v in pt['validation'].items()) + " |"
             for name, pt in points.items()]
     return ("\n\nOperating points, each chosen on every source's validation files (the app asks which):\n\n"
-            "| point | for | threshold | validation sensitivity / specificity |\n|---|---|---|---|\n" + "\n".join(rows) + "\n")
+            "| point | for | threshold | validation sensitivity / specificity |\n|---|---|---|---|\n" + "\n".join(rows))
 
 
 def write_model_card(out: Path, config: dict, metrics: dict) -> None:
@@ -143,10 +143,10 @@ datasets: [bmadushanirodrigo/fracture-multi-region-x-ray-data{', FracAtlas (doi:
 
 {spec.description} One logit; sigmoid = P(fractured), calibrated as sigmoid(logit / {config.get('temperature', 1):.3f} {'+' if config.get('bias', 0) >= 0 else '-'} {abs(config.get('bias', 0)):.3f})
 and thresholded at {config.get('threshold', 0.5):.3f} ({config.get('operating_point', 'maximum balanced accuracy on validation')}),
-both fitted on validation data.{_points(config)} Input: greyscale radiograph
+both fitted on validation data. Input: greyscale radiograph
 resized to {config['image_size']}x{config['image_size']}, replicated to 3 channels, normalised with mean
 {config['mean']} / std {config['std']}. {config.get('parameters', 0):,} parameters.
-Pretrained start: {config.get('pretrained_source', 'unknown')}.
+Pretrained start: {config.get('pretrained_source', 'unknown')}.{_points(config)}
 
 ## Results
 
