@@ -16,8 +16,10 @@ from tests.real_images import real_radiographs
 from tests.test_app import _free_port
 
 IMAGES = [str(p) for p in real_radiographs()]
-JOBS = [(img, model, method) for img in IMAGES
-        for model, method in (("efficientnet_lite0", "gradcam"), ("vit", "attention_rollout"), ("swin", "gradcam++"))]
+POINTS = ("screen", "confirm", "balanced")  # copies of a model at another threshold share its modules: under load too
+JOBS = [(img, model, method, POINTS[(i + k) % 3]) for i, img in enumerate(IMAGES)
+        for k, (model, method) in enumerate((("efficientnet_lite0", "gradcam"), ("vit", "attention_rollout"),
+                                             ("swin", "gradcam++")))]
 pytestmark = pytest.mark.skipif(len(IMAGES) < 8, reason="the shared data sets (../shared/data) are not present")
 
 
@@ -46,16 +48,17 @@ def test_concurrent_predict_and_compare_match_one_at_a_time(served):
     app = FractureApp(zoo)
     alone = {}
     for job in JOBS:
-        probs, _, heat, *_ = app.predict(*job)
-        alone[job] = (probs["fractured"], _heat(heat))
+        img, model, method, point = job
+        probs, _, heat, details, _ = app.predict(img, model, method, 0.5, 0, point)
+        alone[job] = (probs["fractured"], _heat(heat), details.split("decision **")[1].split("**")[0])
     alone_compare = {img: [r[2] for r in app.compare(img, "gradcam", zoo.names)[0]] for img in IMAGES[:3]}
 
     def client_session(k: int):
         client, out = connect(), []
         for job in JOBS[k::4]:  # the four clients share the jobs out between them
-            res = client.predict(handle_file(job[0]), job[1], job[2], 0.5, api_name="/predict")
+            res = client.predict(handle_file(job[0]), job[1], job[2], 0.5, 0, job[3], api_name="/predict")
             p = next(c["confidence"] for c in res[0]["confidences"] if c["label"] == "fractured")
-            out.append((job, p, _heat(res[2])))
+            out.append((job, p, _heat(res[2]), res[3].split("decision **")[1].split("**")[0]))
         img = IMAGES[k % 3]
         table, *_ = client.predict(handle_file(img), "gradcam", zoo.names, api_name="/compare")
         return out, (img, [row[2] for row in table["data"]])
@@ -64,9 +67,9 @@ def test_concurrent_predict_and_compare_match_one_at_a_time(served):
         sessions = list(pool.map(client_session, range(4)))
     answered = [r for s, _ in sessions for r in s]
     assert len(answered) == len(JOBS)
-    for job, p, heat in answered:
-        p_alone, heat_alone = alone[job]
-        assert p == pytest.approx(p_alone, abs=1e-4), job
+    for job, p, heat, decision in answered:
+        p_alone, heat_alone, decision_alone = alone[job]
+        assert p == pytest.approx(p_alone, abs=1e-4) and decision == decision_alone, job
         assert heat.shape == heat_alone.shape and np.abs(heat - heat_alone).mean() < 2.0, job  # same map (lossy encoding aside)
     for _, (img, probs) in sessions:
         assert probs == pytest.approx(alone_compare[img], abs=1e-3)
