@@ -23,6 +23,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from fracture_demo import load  # noqa: E402
+from train.calibrate import asked_sensitivity  # noqa: E402
 from train.data import ImageCache  # noqa: E402
 from train.evaluate import predict_logits  # noqa: E402
 from train.operating_points import operating_points  # noqa: E402
@@ -56,8 +57,7 @@ def main() -> None:
         parts[part] = (data.labels, p, np.array([s.source for s in data.samples]), np.array(group_ids(data.samples, sources)))
     y, p, origin, groups = parts["val"]
     ty, tp, torigin, _ = parts["test"]
-    asked = clf.operating_points.get(args.point, {}).get("rule", "")
-    level = float(asked.split(">= ")[1].split()[0]) if ">= " in asked else 0.9
+    level = asked_sensitivity(clf.operating_points.get(args.point, {}).get("rule", "")) or 0.9
 
     def on_test(t: float) -> dict:
         out = {}

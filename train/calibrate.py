@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     keys = ("views", "temperature", "bias", "threshold", "calibration_prevalence")
     before = {k: clf.config.get(k) for k in keys}
     if args.points_only:
-        asked = args.min_sensitivity or _asked_sensitivity(clf.config.get("operating_point", ""))
+        asked = args.min_sensitivity or asked_sensitivity(clf.config.get("operating_point", ""))
         set_operating_points(clf, val, predict_logits(clf, val.images), asked)
     else:
         if args.views is not None:
@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _asked_sensitivity(rule: str) -> float | None:
+def asked_sensitivity(rule: str) -> float | None:
     """The sensitivity a recorded rule asked for ("... sensitivity >= 0.9"), or None (a balanced point)."""
     head, sep, tail = rule.partition("sensitivity >= ")
     return float(tail.split()[0]) if sep else None

@@ -50,7 +50,8 @@ def set_operating_points(clf, val_set: ImageSet, val_logits: np.ndarray, min_sen
     val_p = clf.probability(torch.from_numpy(val_logits)).numpy()
     points = operating_points(val_set.labels, val_p, [s.source for s in val_set.samples], min_sensitivity or 0.9)
     if not points:  # validation files of one class cannot place a threshold
-        clf.config.pop("operating_points", None), clf.config.pop("default_operating_point", None)
+        for stale in ("operating_points", "default_operating_point"):
+            clf.config.pop(stale, None)
         clf.config.update(threshold=0.5, operating_point="0.5: validation files of one class")
         return
     default = "screen" if min_sensitivity else "balanced"
