@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from . import methods
-from .models import CustomCNN, vgg19_bn_gap
+from .models import CustomCNN, Fusion, vgg19_bn_gap
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -196,6 +196,24 @@ register(ModelSpec(
     "mobilenetv2", "MobileNetV2", "timm mobilenetv2_100 with TF 'same' padding (2.2M), local ImageNet start.",
     _timm("mobilenetv2_100", pad_type="same"), cam_layer=lambda m: m.bn2,
     hub_weights="mobilenetv2_100.ra_in1k", local_file="mobilenetv2_100.safetensors", local_norm=(HALF, HALF)))
+
+
+def _fusion(source: str | None, tuned: str = "efficientnet_lite0", floor: str = "efficientnet_lite0",
+            floor_size: int = 224, tuned_kwargs: dict | None = None) -> nn.Module:
+    """A fine-tuned CNN and a frozen one with a probe (``train.fuse`` fills their weights; both are CNNs, so
+    the fusion's CAM layer is the tuned branch's)."""
+    if source is not None:
+        raise ValueError("a fusion starts from a fine-tuned model and a probe: build it with python -m train.fuse")
+    for name in (tuned, floor):
+        if get_spec(name).kind != "cnn":
+            raise ValueError(f"fusion branches must be CNNs; {name} is a {get_spec(name).kind}")
+    return Fusion(create_model(tuned, **(tuned_kwargs or {})), create_model(floor), floor_size, tuned, floor)
+
+
+register(ModelSpec(
+    "fusion", "Fusion", "A fine-tuned CNN plus a frozen ImageNet CNN's linear probe, their calibrated logits mixed "
+    "(python -m train.fuse).", _fusion, image_size=320, mean=HALF, std=HALF,
+    cam_layer=lambda m: get_spec(m.tuned_arch).cam_layer(m.tuned), cpu_bf16=False))
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -16,6 +16,7 @@
 #   scripts/train_zoo.sh ema DATA OUT            # step 3's recipe, validating a moving average of the weights
 #   scripts/train_zoo.sh guide DATA OUT          # the default fine-tuned on with and without its map pulled into drawn boxes
 #   scripts/train_zoo.sh gpures DATA OUT         # one GPU: the both-sources recipe run to its epochs at 320 and 512 px
+#   scripts/train_zoo.sh fuse DATA OUT           # the default (INIT) fused with a frozen ImageNet EfficientNet-Lite0's probe
 #   scripts/train_zoo.sh bundle DATA OUT         # copy the chosen runs into assets/models (then: train.calibrate, guard, report)
 # DATA: Kaggle-layout folder with grouped_split.csv (python -m train.audit); OUT: parent of model folders.
 # ViT and Swin distil from OUT/$TEACHER (default efficientnet_lite0), as DeiT did; train it first.
@@ -153,13 +154,19 @@ case $stage in
       both $model $r ${GPU_BUDGET:-5} --pretrained local --balance source --image-size $size "${extra[@]}" > "$out/$r.log" 2>&1 &
     done
     wait ;;
+  fuse)  # issue 11's step 17: step 15's model beside a frozen ImageNet EfficientNet-Lite0 whose probe is fitted on
+    # FracAtlas train, mixed at the w FracAtlas validation chose; recalibrated on both sources' validation files. INIT:
+    # step 15's calibrated folder (assets/models/efficientnet_lite0 at commit 10d34ea: git worktree add /tmp/s15 10d34ea).
+    # Then its own guard on the frozen branch: GUARD_MODEL=efficientnet_lite0_fusion GUARD_LAYER=floor.blocks.5 ... guard
+    python -m train.fuse --model "${INIT:?the step-15 model folder}" --out "$out/efficientnet_lite0_fusion" \
+      "${sources[@]}" --probe-sources fracatlas --choose-on fracatlas --min-sensitivity 0.9 ;;
   bundle)  # the app's models: each run's folder (weights, config, card, plots; never .train_state) into assets/models.
     # DEFAULT_RUN: the EfficientNet-Lite0 run validation data chose (sampling, resolution); its Multi-Region-only
     # predecessor stays as efficientnet_lite0_multiregion, the FracAtlas-only one as efficientnet_lite0_fracatlas
     copy() { rm -rf "assets/models/$2" && mkdir -p "assets/models/$2" &&
              cp "$out/$1"/{model.safetensors,config.json,README.md,metrics.json} "$out/$1"/*.png "assets/models/$2/"; }
-    copy "${DEFAULT_RUN:-efficientnet_lite0_both_source}" efficientnet_lite0
+    copy "${DEFAULT_RUN:-efficientnet_lite0_fusion}" "${DEFAULT_RUN:-efficientnet_lite0_fusion}"
     copy efficientnet_lite0_fracatlas efficientnet_lite0_fracatlas
     for m in regnet mobilenetv3 custom_cnn wide_resnet vgg19 vit swin; do copy $m $m; done ;;
-  *) echo "usage: $0 cpu|gpu|transformers|official|balance|guard|sampling|both|resolution|longer|lowlr|lpft|lpftld|ema|guide|gpures|bundle DATA OUT" >&2; exit 2 ;;
+  *) echo "usage: $0 cpu|gpu|transformers|official|balance|guard|sampling|both|resolution|longer|lowlr|lpft|lpftld|ema|guide|gpures|fuse|bundle DATA OUT" >&2; exit 2 ;;
 esac

@@ -5,8 +5,10 @@ so a model can learn it in a few steps and its explanation should peak on the sq
 """
 from __future__ import annotations
 
+import csv
 import io
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +17,8 @@ from PIL import Image
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+from train.sources import Source  # noqa: E402  (after the environment: the Hub client reads it on import)
 
 
 def synthetic_xray(rng: np.random.Generator, fractured: bool, size: int = 96) -> tuple[Image.Image, tuple[int, int]]:
@@ -63,3 +67,22 @@ def make_dataset(root: Path, per_class: dict[str, int], seed: int = 0, bad_files
 @pytest.fixture(scope="session")
 def dataset(tmp_path_factory) -> Path:
     return make_dataset(tmp_path_factory.mktemp("data"), {"train": 24, "val": 8, "test": 8})
+
+
+@pytest.fixture(scope="session")
+def two_sources(dataset, tmp_path_factory):
+    """Source A = the shared synthetic set; source B = another one, plus a byte copy of one of A's
+    training files put in B's test split and in B's val split."""
+    b = make_dataset(tmp_path_factory.mktemp("b"), {"train": 12, "val": 6, "test": 6}, seed=7, bad_files=False)
+    src = dataset / "train" / "fractured" / "0.jpg"
+    shutil.copy(src, b / "test" / "fractured" / "copy_of_a.jpg")
+    shutil.copy(src, b / "val" / "fractured" / "copy_of_a.jpg")
+    split = b / "split.csv"  # B's own split file, one group per run of 4 files
+    with open(split, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["file", "label", "official_split", "group", "split"])
+        for p in sorted(b.glob("*/*/*")):
+            rel = p.relative_to(b).as_posix()
+            digits = "".join(c for c in p.stem if c.isdigit())
+            w.writerow([rel, int("/fractured/" in f"/{rel}"), rel.split("/")[0], f"g{int(digits or 0) // 4}", rel.split("/")[0]])
+    return [Source("a", dataset), Source("b", b, split)]

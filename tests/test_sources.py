@@ -1,38 +1,17 @@
 """Several data sources trained as one: splits kept per source, copies never scored, sampling, FracAtlas's split file."""
 import csv
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from conftest import make_dataset
 from train.__main__ import main as train_main
 from train.data import Sample
 from train.fracatlas_split import split_rows
 from train.sampling import sample_weights
 from train.shrink import MARKER
 from train.sources import Source, group_ids, split_sources
-
-
-@pytest.fixture(scope="module")
-def two_sources(dataset, tmp_path_factory):
-    """Source A = the shared synthetic set; source B = another one, plus a byte copy of one of A's
-    training files put in B's test split and in B's val split."""
-    b = make_dataset(tmp_path_factory.mktemp("b"), {"train": 12, "val": 6, "test": 6}, seed=7, bad_files=False)
-    src = dataset / "train" / "fractured" / "0.jpg"
-    shutil.copy(src, b / "test" / "fractured" / "copy_of_a.jpg")
-    shutil.copy(src, b / "val" / "fractured" / "copy_of_a.jpg")
-    split = b / "split.csv"  # B's own split file, one group per run of 4 files
-    with open(split, "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["file", "label", "official_split", "group", "split"])
-        for p in sorted(b.glob("*/*/*")):
-            rel = p.relative_to(b).as_posix()
-            digits = "".join(c for c in p.stem if c.isdigit())
-            w.writerow([rel, int("/fractured/" in f"/{rel}"), rel.split("/")[0], f"g{int(digits or 0) // 4}", rel.split("/")[0]])
-    return [Source("a", dataset), Source("b", b, split)]
 
 
 def test_parse_names_a_folder_and_its_split_file():

@@ -109,6 +109,22 @@ def _points(config: dict) -> str:
             "| point | for | threshold | validation sensitivity / specificity |\n|---|---|---|---|\n" + "\n".join(rows))
 
 
+def _fusion(config: dict) -> str:
+    """How a fusion (``train.fuse``) was made from the run above: its frozen branch, its probe and its weight."""
+    f = config.get("fusion")
+    if not f:
+        return ""
+    sweep = ", ".join(f"{w}: {auc:.3f}" for w, auc in f["sweep"].items())
+    return (f"\nThen fused with a frozen ImageNet `{f['floor']}` at {f['floor_size']} px and a logistic regression on its "
+            f"features fitted on {', '.join(f['probe_sources'])} train (C {f['probe_C']}), at w = {f['w']} "
+            f"(the probe's share of the logit), chosen on {f['chosen_on']} ({sweep}); recalibrated on the pooled "
+            f"validation files (commit `{f['commit']}`):\n\n```\npython -m train.fuse --model {f['tuned_from']} "
+            + " ".join(f"--data {d}" for d in config.get("training", {}).get("data", []))
+            + f" --floor {f['floor']} --floor-size {f['floor_size']} --probe-sources {','.join(f['probe_sources'])} "
+            f"--choose-on {f['chosen_on'].split()[0]}"
+            + (f" --min-sensitivity {f['min_sensitivity']}" if f.get("min_sensitivity") else "") + " --out DIR\n```\n")
+
+
 def write_model_card(out: Path, config: dict, metrics: dict) -> None:
     """README.md with Hub front matter: what it is, how it was trained, every number, caveats."""
     arch, tr, data = config["architecture"], config.get("training", {}), config.get("data", {})
@@ -165,7 +181,7 @@ Plots: `training_curves.png`, `confusion_matrix.png`, `roc.png`. All numbers: `m
 ```
 {cmd}
 ```
-Seed {tr.get('seed')}, {len(metrics.get('history', []))} epochs run{f" (stopped: {metrics['stop_reason']})" if metrics.get('stop_reason') else ''}.
+{_fusion(config)}Seed {tr.get('seed')}, {len(metrics.get('history', []))} epochs run{f" (stopped: {metrics['stop_reason']})" if metrics.get('stop_reason') else ''}.
 Augmentation `{tr.get('augment')}`; AdamW, cosine schedule, {loss}{'; distilled from ' + str(tr.get('teacher')) if tr.get('teacher') else ''}.
 
 ## Data

@@ -35,13 +35,15 @@ def scored_sets(cfg, sources: list[Source], splits: dict[str, list[Sample]]) -> 
     return sets
 
 
-def calibrate(clf, val_set: ImageSet, min_sensitivity: float | None, dev: torch.device | str = "cpu") -> None:
-    """Fit calibration (temperature and bias) and the decision threshold on validation files, into ``clf.config``."""
+def calibrate(clf, val_set: ImageSet, min_sensitivity: float | None, dev: torch.device | str = "cpu") -> np.ndarray:
+    """Fit calibration (temperature and bias) and the decision threshold on validation files, into ``clf.config``;
+    returns the validation files' raw logits."""
     val_logits = predict_logits(clf, val_set.images, device=dev)
     temperature, bias = fit_calibration(val_logits, val_set.labels)
     clf.config.update(temperature=temperature, bias=bias)
     clf.config["calibration_prevalence"] = float(val_set.labels.mean())  # what P(fractured) is true at
     set_operating_points(clf, val_set, val_logits, min_sensitivity)
+    return val_logits
 
 
 def set_operating_points(clf, val_set: ImageSet, val_logits: np.ndarray, min_sensitivity: float | None) -> None:

@@ -1,0 +1,72 @@
+"""The fusion model kind: one forward pass is the mixed calibrated logits of its two branches, the probe's logit
+is the one ``train.probe`` fitted (on L2-normalised pooled features, in the floor's own normalisation), and
+``python -m train.fuse`` writes a calibrated model folder that loads, predicts and explains like any other."""
+import copy
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import fracture_demo as fd
+from fracture_demo.imaging import normalize
+from train.__main__ import main as train_main
+from train.fuse import WEIGHTS, build, choose_weight, main as fuse_main
+
+
+def test_fused_logit_is_the_mix_of_calibrated_branch_logits():
+    torch.manual_seed(0)
+    tuned = fd.FractureClassifier.new("regnet", image_size=64)  # ImageNet normalisation; the floor's is (0.5, 0.5)
+    tuned.config.update(temperature=2.0, bias=0.3)
+    dim = fd.create_model("efficientnet_lite0").num_features
+    probe = {"weight": np.random.default_rng(0).normal(size=dim), "bias": 0.1, "temperature": 1.5}
+    w = 0.25
+    fused = build(tuned, "efficientnet_lite0", 48, probe, w, pretrained="none")
+    assert fused.arch == "fusion" and fused.image_size == 64 and fused.config["temperature"] == 1.0
+
+    raw = torch.rand(3, 1, 64, 64)
+    x = fused.normalize(raw)
+    features = copy.deepcopy(fused.model.floor)
+    features.reset_classifier(0)  # the probe's features, as train.features computes them
+    floor_in = F.interpolate(normalize(raw, (0.5,) * 3, (0.5,) * 3), size=(48, 48), mode="bilinear", antialias=True)
+    with torch.no_grad():
+        probe_logit = F.normalize(features(floor_in), dim=1).double() @ torch.from_numpy(probe["weight"]) + probe["bias"]
+        expected = (1 - w) * (tuned.model.eval()(x).flatten() / 2.0 + 0.3) + w * probe_logit.float() / 1.5
+        got = fused.model(x).flatten()
+    assert torch.allclose(got, expected, atol=1e-4)
+    assert not any(p.requires_grad for p in fused.model.floor.parameters()), "the floor stays frozen"
+
+
+def test_choose_weight_takes_the_best_and_the_smaller_of_ties():
+    y = np.array([0, 0, 1, 1])
+    model, probe = np.array([0.0, 1.0, 0.5, 2.0]), np.array([0.0, 0.1, 1.0, 1.1])  # probe ranks perfectly
+    w, sweep = choose_weight(y, model, probe)
+    assert set(sweep) == {str(k) for k in WEIGHTS} and sweep["1.0"] == 1.0 and sweep["0.0"] == 0.75
+    assert w == min(k for k in WEIGHTS if sweep[str(k)] == 1.0)
+
+
+def test_fuse_writes_a_calibrated_folder_that_loads_predicts_and_explains(two_sources, tmp_path, capsys):
+    data = [f"{s.name}={s.root}" + (f":{s.split_file}" if s.split_file else "") for s in two_sources]
+    tuned = tmp_path / "tuned"
+    assert train_main(["--model", "mobilenetv3", "--batch-size", "8", "--image-size", "64", "--bootstrap", "0",
+                       "--workers", "1", "--epochs", "1", "--output-dir", str(tuned)] + sum([["--data", d] for d in data], [])) == 0
+    out = tmp_path / "fused"
+    args = ["--model", str(tuned), "--floor", "mobilenetv3", "--floor-size", "48", "--pretrained", "none",
+            "--probe-sources", "b", "--choose-on", "b", "--min-sensitivity", "0.9", "--out", str(out)]
+    assert fuse_main(args + sum([["--data", d] for d in data], [])) == 0
+    printed = json.loads(capsys.readouterr().out)
+    clf = fd.load(out)
+    assert clf.arch == "fusion" and clf.config["fusion"]["w"] in WEIGHTS and printed["fusion"]["probe_sources"] == ["b"]
+    assert set(clf.operating_points) == {"screen", "balanced", "confirm"} and clf.operating_point == "screen"
+    assert set(clf.operating_points["screen"]["validation"]) == {"a", "b"}, "calibrated on every source's validation files"
+    assert {"val", "a val", "b val"} <= set(clf.config["metrics"]), "scored on validation: what the app's default is chosen by"
+    assert clf.config["data"] == fd.load(tuned).config["data"], "it answers for the tuned model's training data"
+    tuned_state = fd.load(tuned).model.state_dict()
+    assert all(torch.allclose(v.float(), tuned_state[k].float(), atol=1e-2)
+               for k, v in clf.model.tuned.state_dict().items()), "the tuned branch is the tuned model"
+    img = next((two_sources[1].root / "test" / "fractured").glob("*.jpg"))
+    ex = clf.explain(img, "gradcam")
+    assert ex.prediction.probability == pytest.approx(clf.predict(img).probability, abs=1e-5)
+    assert ex.heatmap.shape[::-1] == ex.image.size and np.isfinite(ex.heatmap).all()
+    assert fuse_main(args[:-2] + ["--out", str(tmp_path / "x"), "--data", data[0]]) == 2, "probe sources must be --data"
