@@ -1,7 +1,7 @@
 """Can one calibration serve two hospitals? Each source's test ECE under the model's pooled calibration, against
 calibrations that know the source (which the app could apply only if a user said where the radiograph is from).
 
-    python bench/calibration_by_source.py --model assets/models/efficientnet_lite0 \
+    python bench/calibration_by_source.py --model assets/models/efficientnet_lite0_fusion \
         --data bone-fracture=data/bone-fracture:assets/splits/grouped_split.csv \
         --data fracatlas=data/fracatlas:assets/splits/fracatlas_split.csv
 

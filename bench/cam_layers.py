@@ -1,6 +1,6 @@
 """Would a finer map point at the fracture more often? Pointing game of a model's CAMs taken at other layers.
 
-    python bench/cam_layers.py --model assets/models/efficientnet_lite0 --layers bn2,blocks.6,blocks.5,blocks.4
+    python bench/cam_layers.py --model assets/models/efficientnet_lite0_fusion --layers tuned.bn2,tuned.blocks.6,tuned.blocks.5
 
 FracAtlas fractures are small, and the registry's CAM layer is the last one (a 10x10 grid at 320 px); an
 earlier block gives 20x20. Scored on the validation fractures with drawn boxes (a choice is made there,

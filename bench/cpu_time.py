@@ -23,8 +23,8 @@ ROOT = Path(__file__).resolve().parents[1]
 # What each row runs; {data}, {images} filled in. Python snippets so that every row uses the
 # package's own code path and nothing else.
 ROWS = {
-    "eval": ("evaluation: `train.evaluate`, efficientnet_lite0, official test ({n_test} radiographs)",
-             ["-m", "train.evaluate", "--model", "assets/models/efficientnet_lite0", "--data-dir", "{data}",
+    "eval": ("evaluation: `train.evaluate`, the default (efficientnet_lite0_fusion), official test ({n_test} radiographs)",
+             ["-m", "train.evaluate", "--model", "assets/models/efficientnet_lite0_fusion", "--data-dir", "{data}",
               "--split", "test", "--json"]),
     "train": ("one training epoch: efficientnet_lite0, {images} images, batch 32, bf16 (bench/train_speed.py pipeline)",
               ["bench/train_speed.py", "--data-dir", "{data}", "--images", "{images}", "--epochs", "1", "--only", "pipeline"]),

@@ -1,6 +1,6 @@
 """How well the radiograph guard tells radiographs from everything else: share of each set it flags.
 
-    python bench/ood.py --model assets/models/efficientnet_lite0 \
+    python bench/ood.py --model assets/models/efficientnet_lite0_fusion \
         --data data/bone-fracture:assets/splits/grouped_split.csv --data data/fracatlas:assets/splits/fracatlas_split.csv
     ... --layers cam,blocks.4,blocks.5,blocks.6   # fit a guard at each layer in memory and compare them
 
@@ -46,7 +46,7 @@ def _share(flags: torch.Tensor) -> tuple[int, float]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--model", default="assets/models/efficientnet_lite0", help="the model whose guard the app uses")
+    ap.add_argument("--model", default="assets/models/efficientnet_lite0_fusion", help="the model whose guard the app uses")
     ap.add_argument("--data", action="append", default=[], metavar="DIR[:SPLIT_FILE]")
     ap.add_argument("--layers", default=None, help="comma-separated modules ('cam': the CAM layer's input): fit a guard "
                     "at each on the sources' train and val splits, in memory, instead of measuring the folder's guard")

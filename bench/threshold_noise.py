@@ -1,6 +1,6 @@
 """How much does a threshold chosen on validation files move with the validation files it was chosen on?
 
-    python bench/threshold_noise.py --model assets/models/efficientnet_lite0 \
+    python bench/threshold_noise.py --model assets/models/efficientnet_lite0_fusion \
         --data bone-fracture=data/bone-fracture:assets/splits/grouped_split.csv \
         --data fracatlas=data/fracatlas:assets/splits/fracatlas_split.csv
 

@@ -47,7 +47,7 @@ class ZooEntry:
 
     @property
     def merit(self) -> float | None:
-        """Mean balanced accuracy over the held-out test sets it was scored on (the default's criterion)."""
+        """Mean balanced accuracy over the held-out test sets it was scored on (the default's last tie-break)."""
         scores = [s for s in (self.score("fracatlas test"), self.score("grouped test")) if s is not None]
         return float(np.mean(scores)) if scores else None
 
@@ -92,10 +92,12 @@ class ModelZoo:
 
     @property
     def default(self) -> str | None:
+        """Of the models trained on the most sources, the one with the highest FracAtlas validation ROC AUC: the
+        README's rule (chosen on validation files of another hospital, never on test); test scores break ties."""
         if not self.entries:
             return None
-        return max(self.entries.values(), key=lambda e: (len(e.sources), e.merit or -1.0,
-                                                         e.score("official test", "accuracy") or -1)).name
+        return max(self.entries.values(), key=lambda e: (len(e.sources), e.score("fracatlas val", "roc_auc") or -1.0,
+                                                         e.merit or -1.0, e.score("official test", "accuracy") or -1)).name
 
     def get(self, name: str) -> FractureClassifier:
         if name not in self.entries:

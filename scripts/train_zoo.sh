@@ -88,8 +88,9 @@ case $stage in
         --warmup-epochs 0.5 --patience 8 --time-budget 12 --balance $b
     done ;;
   guard)  # the app's "does not look like a radiograph": fitted on train radiographs of both sources, thresholded on val;
-    # at the layer bench/ood.py --layers chose (GUARD_LAYER), on GUARD_MODEL's features (the bundled guard: efficientnet_lite0_cpu)
-    python -m train.guard --model "$out/${GUARD_MODEL:-efficientnet_lite0}" --layer "${GUARD_LAYER:-blocks.5}" --data "$data:${SPLIT_FILE:-$data/grouped_split.csv}" \
+    # at the layer bench/ood.py --layers chose (GUARD_LAYER), on GUARD_MODEL's features (the bundled guard: the default's
+    # frozen ImageNet branch, OUT=assets/models)
+    python -m train.guard --model "$out/${GUARD_MODEL:-efficientnet_lite0_fusion}" --layer "${GUARD_LAYER:-floor.blocks.5}" --data "$data:${SPLIT_FILE:-$data/grouped_split.csv}" \
       --data "${FRACATLAS:-data/fracatlas}:${FRACATLAS_SPLIT:-assets/splits/fracatlas_split.csv}" ;;
   sampling)  # issue 11: does source-balanced sampling keep ~7,300 Multi-Region files (~525 radiographs) from drowning
     # FracAtlas's ~2,350? Same recipe, same minutes, plain vs balanced; then FracAtlas alone (the matrix's middle row)
@@ -109,13 +110,13 @@ case $stage in
     done ;;
   resolution)  # FracAtlas fractures are small: EfficientNet-Lite0 fine-tuned on at 320 px from its 224 px model
     # (FixRes-style: a conv net's weights fit any size); kept only if validation data prefer it
-    # (SIZE=384 INIT=assets/models/efficientnet_lite0: the next size up from the default)
+    # (SIZE=384 INIT=assets/models/efficientnet_lite0 as bundled at commit 9f6f58b: the next size up from the default then)
     both efficientnet_lite0 efficientnet_lite0_both_${SIZE:-320} ${BUDGET:-10} --image-size ${SIZE:-320} --lr 2e-4 \
       --warmup-epochs 0.1 --balance ${BALANCE:-source} --init-from "${INIT:-$out/efficientnet_lite0_both_${BALANCE:-source}}" ;;
   longer)  # issue 11's next rung: the default (320 px, one epoch so far) trained on for BUDGET more minutes from its
-    # bundled weights (a new cosine cycle); bundled only if validation data prefer it
+    # bundled weights (a new cosine cycle; INIT: assets/models/efficientnet_lite0 as bundled at commit 9f6f58b)
     both efficientnet_lite0 efficientnet_lite0_both_320_long ${BUDGET:-40} --image-size 320 --lr 2e-4 --warmup-epochs 0.1 \
-      --balance ${BALANCE:-source} --init-from assets/models/efficientnet_lite0 ;;
+      --balance ${BALANCE:-source} --init-from "${INIT:?a fine-tuned efficientnet_lite0 folder}" ;;
   lowlr)  # issue 11's rung "keep more of ImageNet": step 3's recipe (224 px, 12 min, source-balanced) at a fifth of the rate
     LR=1e-4 both efficientnet_lite0 efficientnet_lite0_both_lowlr ${BUDGET:-12} --pretrained local --balance source ;;
   lpft)  # issue 11's rung LP-FT: step 3's recipe (224 px, source-balanced, 3 epochs) from a head fitted on frozen features
@@ -157,9 +158,9 @@ case $stage in
   fuse)  # issue 11's step 17: step 15's model beside a frozen ImageNet EfficientNet-Lite0 whose probe is fitted on
     # FracAtlas train, mixed at the w FracAtlas validation chose; recalibrated on both sources' validation files. INIT:
     # step 15's calibrated folder (assets/models/efficientnet_lite0 at commit 10d34ea: git worktree add /tmp/s15 10d34ea).
-    # Then its own guard on the frozen branch: GUARD_MODEL=efficientnet_lite0_fusion GUARD_LAYER=floor.blocks.5 ... guard
+    # Then its own guard on the frozen branch (the guard stage). The probe fits on both sources (FracAtlas alone: 16b's).
     python -m train.fuse --model "${INIT:?the step-15 model folder}" --out "$out/efficientnet_lite0_fusion" \
-      "${sources[@]}" --probe-sources fracatlas --choose-on fracatlas --min-sensitivity 0.9 ;;
+      "${sources[@]}" --probe-sources fracatlas,bone-fracture --choose-on fracatlas --min-sensitivity 0.9 ;;
   bundle)  # the app's models: each run's folder (weights, config, card, plots; never .train_state) into assets/models.
     # DEFAULT_RUN: the EfficientNet-Lite0 run validation data chose (sampling, resolution); its Multi-Region-only
     # predecessor stays as efficientnet_lite0_multiregion, the FracAtlas-only one as efficientnet_lite0_fracatlas

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 import fracture_demo as fd
-from fracture_demo.zoo import ModelZoo, discover
+from fracture_demo.zoo import ModelZoo, ZooEntry, discover
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ROOT / "assets" / "models"
@@ -47,7 +47,17 @@ def test_app_lists_every_bundled_model_and_defaults_to_the_best_trained_on_both_
     zoo = ModelZoo(discover())
     assert set(zoo.names) == set(REFS["probabilities"])
     both = [e for e in zoo.entries.values() if e.sources == ["bone-fracture", "fracatlas"]]
-    assert STUDY_FAMILIES | {"efficientnet_lite0"} <= {e.name for e in both}, "every family trained on both sources"
-    best = max(both, key=lambda e: e.merit)
+    assert STUDY_FAMILIES | {"efficientnet_lite0_fusion"} <= {e.name for e in both}, "every family trained on both sources"
+    best = max(both, key=lambda e: e.score("fracatlas val", "roc_auc"))  # the README's rule: validation, not test
     assert best.score("fracatlas test") is not None and best.score("grouped test") is not None
     assert zoo.default == best.name and set(zoo.preferred_names) == {e.name for e in both}
+
+
+def test_default_is_chosen_on_validation_not_test():
+    def entry(name, val_auc, test_bal, sources=("bone-fracture", "fracatlas")):
+        metrics = {"fracatlas val": {"roc_auc": val_auc}, "fracatlas test": {"balanced_accuracy": test_bal},
+                   "grouped test": {"balanced_accuracy": test_bal}}
+        return ZooEntry(name, name, {"metrics": metrics, "data": {"sources": dict.fromkeys(sources, {})}})
+    zoo = ModelZoo([entry("better_on_test", 0.80, 0.90), entry("better_on_val", 0.85, 0.70),
+                    entry("one_source", 0.99, 0.99, ("fracatlas",))])
+    assert zoo.default == "better_on_val"

@@ -18,7 +18,7 @@ from tests.test_app import _free_port
 IMAGES = [str(p) for p in real_radiographs()]
 POINTS = ("screen", "confirm", "balanced")  # copies of a model at another threshold share its modules: under load too
 JOBS = [(img, model, method, POINTS[(i + k) % 3]) for i, img in enumerate(IMAGES)
-        for k, (model, method) in enumerate((("efficientnet_lite0", "gradcam"), ("vit", "attention_rollout"),
+        for k, (model, method) in enumerate((("efficientnet_lite0_fusion", "gradcam"), ("vit", "attention_rollout"),
                                              ("swin", "gradcam++")))]
 pytestmark = pytest.mark.skipif(len(IMAGES) < 8, reason="the shared data sets (../shared/data) are not present")
 
@@ -27,7 +27,7 @@ pytestmark = pytest.mark.skipif(len(IMAGES) < 8, reason="the shared data sets (.
 def served():
     from gradio_client import Client
     # as app.py serves: each model computes two requests at once (one copy of its modules each)
-    zoo = ModelZoo([e for e in discover() if e.name in ("efficientnet_lite0", "vit", "swin")], replicas=2)
+    zoo = ModelZoo([e for e in discover() if e.name in ("efficientnet_lite0_fusion", "vit", "swin")], replicas=2)
     demo = build_app(zoo)
     port = _free_port()
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
@@ -77,7 +77,7 @@ def test_concurrent_predict_and_compare_match_one_at_a_time(served):
 
 def test_replicas_share_the_weights_not_the_modules():
     import fracture_demo as fd
-    clf = fd.load("assets/models/efficientnet_lite0")
+    clf = fd.load("assets/models/efficientnet_lite0_fusion")
     clf.replicate(3)
     copies = [clf._free.get() for _ in range(3)]
     assert len({id(m) for m in copies}) == 3 and clf.model in copies  # three sets of modules (hooks, activations)

@@ -61,6 +61,8 @@ def test_fuse_writes_a_calibrated_folder_that_loads_predicts_and_explains(two_so
     assert set(clf.operating_points) == {"screen", "balanced", "confirm"} and clf.operating_point == "screen"
     assert set(clf.operating_points["screen"]["validation"]) == {"a", "b"}, "calibrated on every source's validation files"
     assert {"val", "a val", "b val"} <= set(clf.config["metrics"]), "scored on validation: what the app's default is chosen by"
+    card = (out / "README.md").read_text()
+    assert "Not a medical device" in card and "python -m train.fuse" in card and "| b val |" in card
     assert clf.config["data"] == fd.load(tuned).config["data"], "it answers for the tuned model's training data"
     tuned_state = fd.load(tuned).model.state_dict()
     assert all(torch.allclose(v.float(), tuned_state[k].float(), atol=1e-2)

@@ -87,4 +87,4 @@ def test_every_bundled_model_offers_each_question_and_its_card_says_so():
         for v in pts["screen"]["validation"].values():
             assert v["sensitivity"] >= 0.9, folder.name
         assert "| screen" in (folder / "README.md").read_text(), folder.name
-    assert fd.load(models / "efficientnet_lite0").operating_point == "screen"
+    assert fd.load(models / "efficientnet_lite0_fusion").operating_point == "screen"

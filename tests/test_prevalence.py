@@ -40,4 +40,4 @@ def test_every_bundled_model_records_what_its_probability_is_true_at():
         at = json.loads((folder / "config.json").read_text()).get("calibration_prevalence")
         assert at is not None and 0.1 < at < 0.6, folder.name
         assert fd.load(folder).calibration_prevalence == at
-    assert math.isclose(fd.load(MODELS / "efficientnet_lite0").calibration_prevalence, 0.402, abs_tol=0.01)
+    assert math.isclose(fd.load(MODELS / "efficientnet_lite0_fusion").calibration_prevalence, 0.402, abs_tol=0.01)

@@ -109,6 +109,12 @@ def _points(config: dict) -> str:
             "| point | for | threshold | validation sensitivity / specificity |\n|---|---|---|---|\n" + "\n".join(rows))
 
 
+def _plots(out: Path) -> str:
+    """The plots this folder holds (a fusion has its tuned branch's training curves only)."""
+    names = [n for n in ("training_curves.png", "confusion_matrix.png", "roc.png") if (out / n).is_file()]
+    return f"Plots: {', '.join(f'`{n}`' for n in names)}. " if names else ""
+
+
 def _fusion(config: dict) -> str:
     """How a fusion (``train.fuse``) was made from the run above: its frozen branch, its probe and its weight."""
     f = config.get("fusion")
@@ -174,7 +180,7 @@ code commit `{config.get('code_commit', 'unknown')}`. 95% intervals: bootstrap o
 |---|---|---|---|---|---|---|---|
 {chr(10).join(rows)}
 
-Plots: `training_curves.png`, `confusion_matrix.png`, `roc.png`. All numbers: `metrics.json`.
+{_plots(out)}All numbers: `metrics.json`.
 
 ## Training
 

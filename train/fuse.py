@@ -23,7 +23,7 @@ from sklearn.metrics import roc_auc_score
 from fracture_demo import FractureClassifier, count_parameters, create_model, load
 from fracture_demo.registry import data_config
 
-from .card import git_commit
+from .card import git_commit, write_model_card
 from .data import ImageCache
 from .evaluate import compute_metrics, headline, predict_logits
 from .finalize import calibrate
@@ -77,7 +77,8 @@ def build(tuned: FractureClassifier, floor: str, floor_size: int, probe: dict, w
 @torch.no_grad()
 def fuse(model_dir: str, sources: list[Source], floor: str = "efficientnet_lite0", floor_size: int = 224,
          probe_sources: list[str] | None = None, choose_on: str | None = None,
-         min_sensitivity: float | None = None, pretrained: str = "local") -> FractureClassifier:
+         min_sensitivity: float | None = None, pretrained: str = "local") -> tuple[FractureClassifier, dict]:
+    """The calibrated fusion, and its scores on each source's validation files (``train.evaluate``'s metrics)."""
     tuned = load(model_dir)
     names = [s.name for s in sources]
     probe_sources, choose_on = probe_sources or names, choose_on or names[0]
@@ -103,9 +104,10 @@ def fuse(model_dir: str, sources: list[Source], floor: str = "efficientnet_lite0
     val = ImageCache(clf.image_size).load(splits["val"])
     p = clf.probability(torch.from_numpy(calibrate(clf, val, min_sensitivity))).numpy()
     origin = np.array([s.source for s in val.samples])
-    clf.config["metrics"] = {"val": headline(compute_metrics(val.labels, p, clf.threshold))} | {
-        f"{name} val": headline(compute_metrics(val.labels[origin == name], p[origin == name], clf.threshold))
+    results = {"val": compute_metrics(val.labels, p, clf.threshold)} | {
+        f"{name} val": compute_metrics(val.labels[origin == name], p[origin == name], clf.threshold)
         for name in names if (origin == name).any()}
+    clf.config["metrics"] = {k: headline(m) for k, m in results.items()}
     clf.config["fusion"] = {
         "tuned_from": str(model_dir), "floor": floor, "floor_size": floor_size, "probe_sources": probe_sources,
         "probe_C": probe["C"], "probe_temperature": probe["temperature"], "w": w,
@@ -113,7 +115,7 @@ def fuse(model_dir: str, sources: list[Source], floor: str = "efficientnet_lite0
         "commit": git_commit()}
     clf.config["pretrained_source"] = (f"{clf.config.get('pretrained_source', tuned.arch)}; frozen branch: {floor} "
                                        f"ImageNet weights ({pretrained}), probe fitted on {', '.join(probe_sources)} train")
-    return clf
+    return clf, results
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -130,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", required=True, help="the fusion's model folder")
     args = ap.parse_args(argv)
     try:
-        clf = fuse(args.model, [Source.parse(d) for d in args.data], args.floor, args.floor_size,
+        clf, results = fuse(args.model, [Source.parse(d) for d in args.data], args.floor, args.floor_size,
                    args.probe_sources.split(",") if args.probe_sources else None, args.choose_on,
                    args.min_sensitivity, args.pretrained)
     except (FileNotFoundError, ValueError) as exc:
@@ -140,10 +142,10 @@ def main(argv: list[str] | None = None) -> int:
     tuned = Path(args.model)  # the tuned branch's training, the only one there was, for the card
     if (tuned / "training_curves.png").is_file():
         shutil.copy(tuned / "training_curves.png", out / "training_curves.png")
-    if (tuned / "metrics.json").is_file():
-        run = json.loads((tuned / "metrics.json").read_text())
-        (out / "metrics.json").write_text(json.dumps({"history": run.get("history", []), "stop_reason": run.get("stop_reason"),
-                                                      "results": {}}, indent=2) + "\n")
+    run = json.loads((tuned / "metrics.json").read_text()) if (tuned / "metrics.json").is_file() else {}
+    metrics = {"history": run.get("history", []), "stop_reason": run.get("stop_reason"), "results": results}
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=float) + "\n")
+    write_model_card(out, clf.config, metrics)  # test scores: python -m train.report
     print(json.dumps({k: clf.config[k] for k in ("fusion", "temperature", "bias", "threshold", "operating_points")},
                      indent=1, default=float))
     return 0
