@@ -16,8 +16,10 @@ class Fusion(nn.Module):
     """``scales[0] * tuned(x) + scales[1] * probe(floor(x at floor_size)) + shift``.
 
     The probe is ``floor``'s own one-logit classifier applied to its L2-normalised pooled features, as
-    ``train.probe`` fitted it; ``floor_scale``, ``floor_shift`` map the tuned branch's normalised input to the floor's normalisation.
-    ``scales`` and ``shift`` hold each branch's calibration and the mixing weight (set by ``train.fuse``).
+    ``train.probe`` fitted it; ``floor_scale`` and ``floor_shift`` map the tuned branch's normalised input to the
+    floor's normalisation; ``scales`` and ``shift`` hold each branch's calibration and the mixing weight (set by
+    ``train.fuse``). The tuned branch's CAM is the fusion's: the mixed logit's gradient reaches it scaled by
+    ``scales[0]`` (> 0), which a Grad-CAM map normalises away.
     """
 
     def __init__(self, tuned: nn.Module, floor: nn.Module, floor_size: int, tuned_arch: str, floor_arch: str) -> None:
