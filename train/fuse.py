@@ -36,11 +36,6 @@ WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)
 KEPT = ("image_size", "mean", "std", "labels", "training", "data", "pretrained_source", "code_commit")
 
 
-def logit(p: np.ndarray) -> np.ndarray:
-    p = np.clip(p, 1e-6, 1 - 1e-6)
-    return np.log(p / (1 - p))
-
-
 def choose_weight(y: np.ndarray, model_logit: np.ndarray, probe_logit: np.ndarray,
                   weights: tuple[float, ...] = WEIGHTS) -> tuple[float, dict[str, float]]:
     """The mixing weight with the highest ROC AUC (the first, i.e. smallest, of ties) and the whole sweep."""
@@ -93,16 +88,17 @@ def fuse(model_dir: str, sources: list[Source], floor: str = "efficientnet_lite0
 
     on = np.array([s.source == choose_on for s in small["val"].samples])
     chosen = [s for s, keep in zip(small["val"].samples, on) if keep]
-    val = ImageCache(tuned.image_size).load(chosen)
+    cache = ImageCache(tuned.image_size)  # the fusion's input size too: each validation file decoded once
+    val = cache.load(chosen)
     if [s.path for s in val.samples] != [s.path for s in chosen]:
         raise ValueError("a validation file decodes at one size and not the other")
-    model_logit = logit(tuned.probability(torch.from_numpy(predict_logits(tuned, val.images))).numpy())
+    model_logit = torch.logit(tuned.probability(torch.from_numpy(predict_logits(tuned, val.images))), eps=1e-6).numpy()
     probe_alone = build(tuned, floor, floor_size, probe, 1.0, pretrained)  # the probe's calibrated logit, as the fusion
     w, sweep = choose_weight(val.labels, model_logit, predict_logits(probe_alone, val.images))  # computes it: its views
     print(f"{choose_on} validation ROC AUC by w: {sweep}; w = {w}", file=sys.stderr, flush=True)
 
     clf = build(tuned, floor, floor_size, probe, w, pretrained)
-    val = ImageCache(clf.image_size).load(splits["val"])
+    val = cache.load(splits["val"])
     p = clf.probability(torch.from_numpy(calibrate(clf, val, min_sensitivity))).numpy()
     origin = np.array([s.source for s in val.samples])
     results = {"val": compute_metrics(val.labels, p, clf.threshold)} | {
