@@ -1,7 +1,7 @@
 """Inference-time choices that cost no training, measured on validation data (where choices are made).
 
     python bench/inference_choices.py --model assets/models/efficientnet_lite0_fusion --model assets/models/regnet \
-        --model assets/models/mobilenetv3 --data bone-fracture=data/bone-fracture:assets/splits/grouped_split.csv \
+        --model assets/models/mobilenetv3_fusion --data bone-fracture=data/bone-fracture:assets/splits/grouped_split.csv \
         --data fracatlas=data/fracatlas:assets/splits/fracatlas_split.csv
 
 ROC AUC, pooled and per source, of

@@ -66,6 +66,8 @@ class FractureClassifier:
         self.model = model.eval()
         self.config = config
         self.arch = config["architecture"]
+        # the family a user compares it within (the study's names): a fusion's is its fine-tuned branch's
+        self.family: str = config.get("family", self.arch)
         # An explanation hooks the module and runs backward through it: one call at a time per copy of the
         # modules, or concurrent requests read each other's activations (and, through .grad, corrupted the heap).
         self._free: queue.LifoQueue[nn.Module] = queue.LifoQueue()

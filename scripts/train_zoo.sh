@@ -160,6 +160,9 @@ case $stage in
     # step 15's calibrated folder (assets/models/efficientnet_lite0 at commit 10d34ea: git worktree add /tmp/s15 10d34ea).
     # Then its own guard on the frozen branch (the guard stage). The probe fits on both sources (FracAtlas alone: 16b's).
     python -m train.fuse --model "${INIT:?the step-15 model folder}" --out "$out/efficientnet_lite0_fusion" \
+      "${sources[@]}" --probe-sources fracatlas,bone-fracture --choose-on fracatlas --min-sensitivity 0.9
+    # step 18: MobileNetV3 (the both stage's run) beside its own frozen ImageNet MobileNetV3-small, the same way
+    python -m train.fuse --model "$out/mobilenetv3" --floor mobilenetv3 --out "$out/mobilenetv3_fusion" \
       "${sources[@]}" --probe-sources fracatlas,bone-fracture --choose-on fracatlas --min-sensitivity 0.9 ;;
   bundle)  # the app's models: each run's folder (weights, config, card, plots; never .train_state) into assets/models.
     # DEFAULT_RUN: the EfficientNet-Lite0 run validation data chose (sampling, resolution); its Multi-Region-only
@@ -168,6 +171,6 @@ case $stage in
              cp "$out/$1"/{model.safetensors,config.json,README.md,metrics.json} "$out/$1"/*.png "assets/models/$2/"; }
     copy "${DEFAULT_RUN:-efficientnet_lite0_fusion}" "${DEFAULT_RUN:-efficientnet_lite0_fusion}"
     copy efficientnet_lite0_fracatlas efficientnet_lite0_fracatlas
-    for m in regnet mobilenetv3 custom_cnn wide_resnet vgg19 vit swin; do copy $m $m; done ;;
+    for m in regnet mobilenetv3_fusion custom_cnn wide_resnet vgg19 vit swin; do copy $m $m; done ;;
   *) echo "usage: $0 cpu|gpu|transformers|official|balance|guard|sampling|both|resolution|longer|lowlr|lpft|lpftld|ema|guide|gpures|fuse|bundle DATA OUT" >&2; exit 2 ;;
 esac

@@ -58,11 +58,13 @@ def test_fuse_writes_a_calibrated_folder_that_loads_predicts_and_explains(two_so
     printed = json.loads(capsys.readouterr().out)
     clf = fd.load(out)
     assert clf.arch == "fusion" and clf.config["fusion"]["w"] in WEIGHTS and printed["fusion"]["probe_sources"] == ["b"]
+    assert clf.family == "mobilenetv3", "compared within its tuned branch's family (report, card, the zoo test)"
     assert set(clf.operating_points) == {"screen", "balanced", "confirm"} and clf.operating_point == "screen"
     assert set(clf.operating_points["screen"]["validation"]) == {"a", "b"}, "calibrated on every source's validation files"
     assert {"val", "a val", "b val"} <= set(clf.config["metrics"]), "scored on validation: what the app's default is chosen by"
     card = (out / "README.md").read_text()
     assert "Not a medical device" in card and "python -m train.fuse" in card and "| b val |" in card
+    assert "# Bone-fracture X-ray classifier: MobileNetV3 in a fusion (`fusion`)" in card
     assert clf.config["data"] == fd.load(tuned).config["data"], "it answers for the tuned model's training data"
     tuned_state = fd.load(tuned).model.state_dict()
     assert all(torch.allclose(v.float(), tuned_state[k].float(), atol=1e-2)

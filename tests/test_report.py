@@ -12,8 +12,8 @@ def _scores(auc, bal, by_region=None):
     return m
 
 
-def _row(arch, trained_on, scores, seen=None, loc=None):
-    return {"architecture": arch, "trained_on": trained_on, "scores": scores, "localization": loc or {},
+def _row(arch, trained_on, scores, seen=None, loc=None, family=None):
+    return {"architecture": arch, "family": family or arch, "trained_on": trained_on, "scores": scores, "localization": loc or {},
             "seen": {"official test": 309, "grouped test": 0, "fracatlas test": 0, **(seen or {})},
             "image_size": 224, "parameters": 3.4e6, "file_mb": 6.5, "latency_ms": 20.0}
 
@@ -33,8 +33,9 @@ def test_tables_rank_models_and_never_score_seen_test_sets():
            "eigencam": {"pointing_game": 0.2, "pointing_game_ci95": [0.1, 0.3], "hits": 15, "n": 74, "mass_ratio": 2.0,
                         "seconds_per_image": 0.9}}
     models = {
-        "eff": _row("efficientnet_lite0", "both sources", {"official test": _scores(0.8, 0.8), "grouped test": _scores(0.8, 0.75),
-                                                           "fracatlas test": _scores(0.91, 0.83, region)}, loc=loc),
+        "eff": _row("fusion", "both sources", {"official test": _scores(0.8, 0.8), "grouped test": _scores(0.8, 0.75),
+                                               "fracatlas test": _scores(0.91, 0.83, region)}, loc=loc,
+                    family="efficientnet_lite0"),  # a fusion sits in its fine-tuned branch's family
         "eff_mr": _row("efficientnet_lite0", "Multi-Region grouped", {"official test": _scores(0.8, 0.8), "grouped test": _scores(0.79, 0.7),
                                                                      "fracatlas test": _scores(0.62, 0.56, region)}),
         "eff_fa": _row("efficientnet_lite0", "FracAtlas", {"official test": _scores(0.7, 0.7), "grouped test": _scores(0.6, 0.55),
@@ -48,7 +49,8 @@ def test_tables_rank_models_and_never_score_seen_test_sets():
     assert [line.split(" | ")[0] for line in results[2:6]] == ["| eff", "| eff_fa", "| eff_mr", "| regnet_official"]
     assert "seen (2082 files)" in results[5] and "0.50 [0.40, 0.60] (gradcam)" in results[2]
     matrix = matrix_table(report).splitlines()
-    assert [line.split(" | ")[1] for line in matrix[2:5]] == ["Multi-Region grouped", "FracAtlas", "both sources"]
+    assert [line.split(" | ")[:2] for line in matrix[2:5]] == [["| eff_mr", "Multi-Region grouped"], ["| eff_fa", "FracAtlas"],
+                                                                ["| eff", "both sources"]]
     assert "0.900 [0.80, 1.00] (n=10, 3 fr.)" in matrix[4] and "regnet" not in matrix_table(report)
     loc_rows = localization_table(report).splitlines()
     assert loc_rows[2].startswith("| eff | gradcam | 0.500 [0.40, 0.60] | 37/74 | 3.00")

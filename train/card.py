@@ -135,7 +135,8 @@ def write_model_card(out: Path, config: dict, metrics: dict) -> None:
     """README.md with Hub front matter: what it is, how it was trained, every number, caveats."""
     arch, tr, data = config["architecture"], config.get("training", {}), config.get("data", {})
     from fracture_demo import get_spec
-    spec = get_spec(arch)
+    spec, family = get_spec(arch), config.get("family", arch)  # a fusion's family: its fine-tuned branch's
+    title = spec.family if family == arch else f"{get_spec(family).family} in a {spec.family.lower()}"
     rows = []
     for name, m in metrics["results"].items():
         rows.append(f"| {name} | {m['n']} | {_fmt_ci(m, 'accuracy')} | {_fmt_ci(m, 'balanced_accuracy')} | "
@@ -156,10 +157,10 @@ def write_model_card(out: Path, config: dict, metrics: dict) -> None:
 license: {'other' if 'fracatlas' in sources else 'odc-by'}
 library_name: pytorch
 pipeline_tag: image-classification
-tags: [medical-imaging, x-ray, fracture, explainability, {arch}]
+tags: [medical-imaging, x-ray, fracture, explainability, {', '.join(dict.fromkeys([family, arch]))}]
 datasets: [bmadushanirodrigo/fracture-multi-region-x-ray-data{', FracAtlas (doi:10.6084/m9.figshare.22363012)' if 'fracatlas' in sources else ''}]
 ---
-# Bone-fracture X-ray classifier: {spec.family} (`{arch}`)
+# Bone-fracture X-ray classifier: {title} (`{arch}`)
 
 **Research and teaching demo. Not a medical device; not for diagnosis.**
 

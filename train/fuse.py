@@ -63,7 +63,7 @@ def build(tuned: FractureClassifier, floor: str, floor_size: int, probe: dict, w
     net.floor_scale.copy_(ts / fs)  # x_raw = x * ts + tm; the floor wants (x_raw - fm) / fs
     net.floor_shift.copy_((tm - fm) / fs)
     config = {k: tuned.config[k] for k in KEPT if k in tuned.config}
-    config.update(architecture="fusion", views=tuned.views, temperature=1.0, bias=0.0, threshold=0.5,
+    config.update(architecture="fusion", family=tuned.family, views=tuned.views, temperature=1.0, bias=0.0, threshold=0.5,
                   model_kwargs={"tuned": tuned.arch, "floor": floor, "floor_size": floor_size,
                                 "tuned_kwargs": tuned.config.get("model_kwargs", {})},
                   parameters=count_parameters(net))
