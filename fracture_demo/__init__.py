@@ -2,7 +2,7 @@
 
     >>> import fracture_demo as fd
     >>> fd.list_models()
-    >>> clf = fd.load("assets/models/mobilenetv3")
+    >>> clf = fd.load("assets/models/regnet")
     >>> clf.predict("xray.jpg").probability
     >>> clf.explain("xray.jpg", method="gradcam").overlay
 """
@@ -10,9 +10,9 @@ from . import runtime  # noqa: F401  (first: allocator and thread settings must 
 from .classifier import LABELS, Explanation, FractureClassifier, Prediction, load
 from .imaging import Decoded, ImageError, decode_image
 from .prevalence import at_prevalence
-from .registry import count_parameters, create_model, data_config, get_spec, list_models
+from .registry import count_parameters, create_model, data_config, family, get_spec, list_models
 
 __all__ = [
     "LABELS", "Decoded", "Explanation", "FractureClassifier", "ImageError", "Prediction", "at_prevalence",
-    "count_parameters", "create_model", "data_config", "decode_image", "get_spec", "list_models", "load",
+    "count_parameters", "create_model", "data_config", "decode_image", "family", "get_spec", "list_models", "load",
 ]

@@ -30,7 +30,7 @@ from . import explain as _explain
 from .guard import RadiographGuard, guard_features
 from .hub import push_folder, resolve_model_dir
 from .imaging import Decoded, ImageSource, decode_image, display_image, normalize, to_array
-from .registry import create_model, data_config, get_spec
+from .registry import create_model, data_config, family, get_spec
 
 LABELS = ["not fractured", "fractured"]
 WEIGHTS_NAME, CONFIG_NAME = "model.safetensors", "config.json"
@@ -66,8 +66,7 @@ class FractureClassifier:
         self.model = model.eval()
         self.config = config
         self.arch = config["architecture"]
-        # the family a user compares it within (the study's names): a fusion's is its fine-tuned branch's
-        self.family: str = config.get("family", self.arch)
+        self.family = family(config)
         # An explanation hooks the module and runs backward through it: one call at a time per copy of the
         # modules, or concurrent requests read each other's activations (and, through .grad, corrupted the heap).
         self._free: queue.LifoQueue[nn.Module] = queue.LifoQueue()

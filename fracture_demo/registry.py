@@ -68,6 +68,12 @@ def get_spec(name: str) -> ModelSpec:
         raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(list_models())}") from None
 
 
+def family(config: dict) -> str:
+    """The family a saved model is compared within (the study's names): its architecture's, or for a model built
+    around another (a fusion, ``train.fuse``) the one its config records."""
+    return config.get("family", config["architecture"])
+
+
 def resolve_pretrained(name: str, pretrained: str | os.PathLike | None) -> tuple[str | None, str]:
     """Turn ``hub|none|local|PATH`` into (what the builder loads, a label for the model card).
 

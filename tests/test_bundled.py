@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 import fracture_demo as fd
+from fracture_demo.registry import family
 from fracture_demo.zoo import ModelZoo, ZooEntry, discover
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -14,10 +15,6 @@ REFS = json.loads((MODELS / "reference_predictions.json").read_text()) if (MODEL
 STUDY_FAMILIES = {"custom_cnn", "vgg19", "mobilenetv3", "regnet", "wide_resnet", "vit", "swin"}
 
 pytestmark = pytest.mark.skipif(REFS is None, reason="no bundled models")
-
-
-def family(config: dict) -> str:
-    return config.get("family", config["architecture"])  # a fusion's: its fine-tuned branch's (train.fuse)
 
 
 def test_every_study_family_is_bundled_within_size_limits():

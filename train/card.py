@@ -134,9 +134,9 @@ def _fusion(config: dict) -> str:
 def write_model_card(out: Path, config: dict, metrics: dict) -> None:
     """README.md with Hub front matter: what it is, how it was trained, every number, caveats."""
     arch, tr, data = config["architecture"], config.get("training", {}), config.get("data", {})
-    from fracture_demo import get_spec
-    spec, family = get_spec(arch), config.get("family", arch)  # a fusion's family: its fine-tuned branch's
-    title = spec.family if family == arch else f"{get_spec(family).family} in a {spec.family.lower()}"
+    from fracture_demo import family, get_spec
+    spec, fam = get_spec(arch), family(config)  # a fusion's family: its fine-tuned branch's
+    title = spec.family if fam == arch else f"{get_spec(fam).family} in a {spec.family.lower()}"
     rows = []
     for name, m in metrics["results"].items():
         rows.append(f"| {name} | {m['n']} | {_fmt_ci(m, 'accuracy')} | {_fmt_ci(m, 'balanced_accuracy')} | "
@@ -157,7 +157,7 @@ def write_model_card(out: Path, config: dict, metrics: dict) -> None:
 license: {'other' if 'fracatlas' in sources else 'odc-by'}
 library_name: pytorch
 pipeline_tag: image-classification
-tags: [medical-imaging, x-ray, fracture, explainability, {', '.join(dict.fromkeys([family, arch]))}]
+tags: [medical-imaging, x-ray, fracture, explainability, {', '.join(dict.fromkeys([fam, arch]))}]
 datasets: [bmadushanirodrigo/fracture-multi-region-x-ray-data{', FracAtlas (doi:10.6084/m9.figshare.22363012)' if 'fracatlas' in sources else ''}]
 ---
 # Bone-fracture X-ray classifier: {title} (`{arch}`)
