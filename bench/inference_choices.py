@@ -10,7 +10,9 @@ ROC AUC, pooled and per source, of
   ensembles   the mean calibrated P(fractured) of every subset of the models, as the app's Compare tab shows it;
   wise        (``--interpolate 1,0.8,0.6``) the first model's weights moved back toward its ImageNet start,
               (1 - a) x start + a x fine-tuned (WiSE-FT, Wortsman et al. 2022: robustness to other hospitals?),
-              BatchNorm recounted for each a (a = 1: the recount alone) as training does (train.batchnorm).
+              BatchNorm recounted for each a (a = 1: the recount alone) as training does (train.batchnorm);
+  sizes       (``--sizes 384,448``) each model's own prediction from its input at other sizes (a CNN takes any), alone
+              and averaged with its own size's: multi-scale test-time inputs (a fusion's frozen branch keeps its size).
 ``--split test`` scores the same choices on test, for the one validation picked (not to pick one).
 """
 from __future__ import annotations
@@ -48,10 +50,11 @@ def main() -> None:
     ap.add_argument("--split", default="val", choices=["val", "test"])
     ap.add_argument("--flips", action=argparse.BooleanOptionalAction, default=True, help="score the flip means (4x the work)")
     ap.add_argument("--interpolate", default="", help="comma-separated a: the first model's weights toward its start")
+    ap.add_argument("--sizes", default="", help="comma-separated input sizes to score each CNN's prediction at")
     args = ap.parse_args()
     splits, _ = split_sources([Source.parse(d) for d in args.data])
     probs, y, origin = {}, None, None
-    out = {"split": args.split, "flips": {}, "ensembles": {}, "wise": {}}
+    out = {"split": args.split, "flips": {}, "ensembles": {}, "wise": {}, "sizes": {}}
 
     def aucs(score: np.ndarray) -> dict:
         rows = {"pooled": np.arange(len(y))} | {str(n): np.flatnonzero(origin == n) for n in dict.fromkeys(origin)}
@@ -73,6 +76,13 @@ def main() -> None:
             out["flips"][name] = {"own_prediction": aucs(own)}
         probs[name] = clf.probability(torch.from_numpy(own)).numpy()
         print(name, out["flips"][name], file=sys.stderr, flush=True)
+        for size in (int(x) for x in args.sizes.split(",") if x):
+            other = ImageCache(size).load(splits[args.split])
+            if other.hashes != data.hashes:
+                raise SystemExit(f"a file decodes at {clf.image_size} px and not at {size}")
+            z = predict_logits(clf, other.images)
+            out["sizes"][f"{name} at {size}"] = {"alone": aucs(z), f"mean with {clf.image_size}": aucs((z + own) / 2)}
+            print(size, out["sizes"][f"{name} at {size}"], file=sys.stderr, flush=True)
     for k in range(2, len(probs) + 1):
         for combo in itertools.combinations(probs, k):
             out["ensembles"][" + ".join(combo)] = aucs(np.mean([probs[c] for c in combo], 0))
