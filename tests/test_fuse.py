@@ -74,3 +74,21 @@ def test_fuse_writes_a_calibrated_folder_that_loads_predicts_and_explains(two_so
     assert ex.prediction.probability == pytest.approx(clf.predict(img).probability, abs=1e-5)
     assert ex.heatmap.shape[::-1] == ex.image.size and np.isfinite(ex.heatmap).all()
     assert fuse_main(args[:-2] + ["--out", str(tmp_path / "x"), "--data", data[0]]) == 2, "probe sources must be --data"
+
+
+def test_paired_gain_interval_resamples_whole_groups():
+    """The interval train.fuse records for a choice: zero for no change, above zero for a gain spread over many
+    groups, and not above zero when the whole gain sits in one group of related images."""
+    from train.evaluate import paired_auc_gain_ci
+    rng = np.random.default_rng(0)
+    y = np.tile([0.0, 1.0], 200)
+    base = y + rng.normal(0, 1.0, len(y))
+    singles = [str(i) for i in range(len(y))]
+    assert paired_auc_gain_ci(y, base, base, singles, n=200) == [0.0, 0.0]
+    lo, hi = paired_auc_gain_ci(y, base, y + rng.normal(0, 0.5, len(y)), singles, n=200)
+    assert 0 < lo < hi
+    one_group = base.copy()
+    one_group[:40] = 10 * (2 * y[:40] - 1)  # sure and right on 40 files only
+    assert paired_auc_gain_ci(y, base, one_group, singles, n=200)[0] > 0, "40 independent files: a gain"
+    lo, hi = paired_auc_gain_ci(y, base, one_group, ["copies"] * 40 + singles[40:], n=200)
+    assert lo <= 0 < hi, "the same 40 as copies of one radiograph: no evidence"

@@ -115,6 +115,15 @@ def _plots(out: Path) -> str:
     return f"Plots: {', '.join(f'`{n}`' for n in names)}. " if names else ""
 
 
+def _gain(f: dict) -> str:
+    """The chosen mix's gain over the tuned model alone, with its paired interval (fusions built since it was kept)."""
+    if "gain_ci95" not in f:
+        return ""
+    lo, hi = f["gain_ci95"]
+    gain = f["sweep"][str(f["w"])] - f["sweep"]["0.0"]
+    return f"; gain over the tuned model alone {gain:+.3f}, 95% interval by group {lo:+.3f} to {hi:+.3f}"
+
+
 def _fusion(config: dict) -> str:
     """How a fusion (``train.fuse``) was made from the run above: its frozen branch, its probe and its weight."""
     f = config.get("fusion")
@@ -123,7 +132,7 @@ def _fusion(config: dict) -> str:
     sweep = ", ".join(f"{w}: {auc:.3f}" for w, auc in f["sweep"].items())
     return (f"\nThen fused with a frozen ImageNet `{f['floor']}` at {f['floor_size']} px and a logistic regression on its "
             f"features fitted on {', '.join(f['probe_sources'])} train (C {f['probe_C']}), at w = {f['w']} "
-            f"(the probe's share of the logit), chosen on {f['chosen_on']} ({sweep}); recalibrated on the pooled "
+            f"(the probe's share of the logit), chosen on {f['chosen_on']} ({sweep}{_gain(f)}); recalibrated on the pooled "
             f"validation files (commit `{f['commit']}`):\n\n```\npython -m train.fuse --model {f['tuned_from']} "
             + " ".join(f"--data {d}" for d in config.get("training", {}).get("data", []))
             + f" --floor {f['floor']} --floor-size {f['floor_size']} --probe-sources {','.join(f['probe_sources'])} "

@@ -120,12 +120,8 @@ def headline(m: dict) -> dict:
 def bootstrap_ci(y: np.ndarray, p: np.ndarray, groups: list[str], threshold: float, n: int = 1000,
                  seed: int = 0, keys: tuple[str, ...] = ("accuracy", "balanced_accuracy", "roc_auc", "macro_f1")) -> dict:
     """95% intervals, resampling whole groups (related images are not independent)."""
-    rng = np.random.default_rng(seed)
-    uniq, inv = np.unique(np.asarray(groups), return_inverse=True)
-    members = [np.flatnonzero(inv == g) for g in range(len(uniq))]
     draws = {k: [] for k in keys}
-    for _ in range(n):
-        idx = np.concatenate([members[g] for g in rng.integers(0, len(uniq), len(uniq))])
+    for idx in group_resamples(groups, n, seed):
         yy, pp = y[idx], p[idx]
         if len(np.unique(yy)) < 2:
             continue
@@ -141,6 +137,24 @@ def bootstrap_ci(y: np.ndarray, p: np.ndarray, groups: list[str], threshold: flo
             draws[k].append(vals[k]())
     return {k: [float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))] if v else [float("nan")] * 2
             for k, v in draws.items()}
+
+
+def group_resamples(groups: list[str], n: int, seed: int = 0):
+    """``n`` bootstrap index arrays, each drawing whole groups with replacement as many times as there are groups."""
+    rng = np.random.default_rng(seed)
+    uniq, inv = np.unique(np.asarray(groups), return_inverse=True)
+    members = [np.flatnonzero(inv == g) for g in range(len(uniq))]
+    for _ in range(n):
+        yield np.concatenate([members[g] for g in rng.integers(0, len(uniq), len(uniq))])
+
+
+def paired_auc_gain_ci(y: np.ndarray, base: np.ndarray, other: np.ndarray, groups: list[str], n: int = 1000,
+                       seed: int = 0) -> list[float]:
+    """95% interval of ROC AUC(other) - ROC AUC(base) on the same files, both scored on each resample of whole
+    groups: whether a choice's gain is more than which patients validation happened to hold."""
+    gains = [roc_auc_score(y[i], other[i]) - roc_auc_score(y[i], base[i])
+             for i in group_resamples(groups, n, seed) if len(np.unique(y[i])) == 2]
+    return [float(np.percentile(gains, 2.5)), float(np.percentile(gains, 97.5))]
 
 
 def evaluate_set(clf: FractureClassifier, data: ImageSet, groups: list[str] | None = None,

@@ -26,10 +26,10 @@ from fracture_demo.registry import data_config
 
 from .card import git_commit, write_model_card
 from .data import ImageCache
-from .evaluate import compute_metrics, headline, predict_logits
+from .evaluate import compute_metrics, headline, paired_auc_gain_ci, predict_logits
 from .finalize import calibrate
 from .probe import features, fit
-from .sources import Source, split_sources
+from .sources import Source, group_ids, split_sources
 
 WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)
 #: What a fusion keeps of its tuned model's config: how it was trained and on what; the rest is its own.
@@ -94,8 +94,13 @@ def fuse(model_dir: str, sources: list[Source], floor: str = "efficientnet_lite0
         raise ValueError("a validation file decodes at one size and not the other")
     model_logit = torch.logit(tuned.probability(torch.from_numpy(predict_logits(tuned, val.images))), eps=1e-6).numpy()
     probe_alone = build(tuned, floor, floor_size, probe, 1.0, pretrained)  # the probe's calibrated logit, as the fusion
-    w, sweep = choose_weight(val.labels, model_logit, predict_logits(probe_alone, val.images))  # computes it: its views
-    print(f"{choose_on} validation ROC AUC by w: {sweep}; w = {w}", file=sys.stderr, flush=True)
+    probe_logit = predict_logits(probe_alone, val.images)  # computes it: its views
+    w, sweep = choose_weight(val.labels, model_logit, probe_logit)
+    gain_ci = paired_auc_gain_ci(val.labels, model_logit, w * probe_logit + (1 - w) * model_logit,
+                                 group_ids(val.samples, sources))
+    print(f"{choose_on} validation ROC AUC by w: {sweep}; w = {w}, gain over the model alone "
+          f"{sweep[str(w)] - sweep['0.0']:+.3f} (95% interval by group {gain_ci[0]:+.3f}, {gain_ci[1]:+.3f})",
+          file=sys.stderr, flush=True)
 
     clf = build(tuned, floor, floor_size, probe, w, pretrained)
     val = cache.load(splits["val"])
@@ -108,7 +113,8 @@ def fuse(model_dir: str, sources: list[Source], floor: str = "efficientnet_lite0
     clf.config["fusion"] = {
         "tuned_from": str(model_dir), "floor": floor, "floor_size": floor_size, "probe_sources": probe_sources,
         "probe_C": probe["C"], "probe_temperature": probe["temperature"], "w": w,
-        "chosen_on": f"{choose_on} validation ROC AUC", "sweep": sweep, "min_sensitivity": min_sensitivity,
+        "chosen_on": f"{choose_on} validation ROC AUC", "sweep": sweep, "gain_ci95": gain_ci,
+        "min_sensitivity": min_sensitivity,
         "commit": git_commit()}
     clf.config["pretrained_source"] = (f"{clf.config.get('pretrained_source', tuned.arch)}; frozen branch: {floor} "
                                        f"ImageNet weights ({pretrained}), probe fitted on {', '.join(probe_sources)} train")
