@@ -65,6 +65,8 @@ def test_fuse_writes_a_calibrated_folder_that_loads_predicts_and_explains(two_so
     card = (out / "README.md").read_text()
     assert "Not a medical device" in card and "python -m train.fuse" in card and "| b val |" in card
     assert "# Bone-fracture X-ray classifier: MobileNetV3 in a fusion (`fusion`)" in card
+    lo, hi = clf.config["fusion"]["gain_ci95"]
+    assert lo <= hi and f"95% interval by group {lo:+.3f} to {hi:+.3f}" in card, "the choice's gain, with its noise"
     assert clf.config["data"] == fd.load(tuned).config["data"], "it answers for the tuned model's training data"
     tuned_state = fd.load(tuned).model.state_dict()
     assert all(torch.allclose(v.float(), tuned_state[k].float(), atol=1e-2)

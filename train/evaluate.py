@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -139,7 +140,7 @@ def bootstrap_ci(y: np.ndarray, p: np.ndarray, groups: list[str], threshold: flo
             for k, v in draws.items()}
 
 
-def group_resamples(groups: list[str], n: int, seed: int = 0):
+def group_resamples(groups: list[str], n: int, seed: int = 0) -> Iterator[np.ndarray]:
     """``n`` bootstrap index arrays, each drawing whole groups with replacement as many times as there are groups."""
     rng = np.random.default_rng(seed)
     uniq, inv = np.unique(np.asarray(groups), return_inverse=True)
