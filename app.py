@@ -85,9 +85,11 @@ class FractureApp:
         shown = (f"{p.probability:.3f} (**not meaningful**: the image does not look like a radiograph)"
                  if p.radiograph is False else f"**{p.probability:.3f}**")
         views = " (the mean of the image and its three flips)" if clf.views > 1 else ""
-        details = (f"**{model}** ({clf.arch}): P(fractured){views} = {shown}{prevalence_note(clf, wanted)}, decision "
-                   f"**{p.label}** at {point_note(clf)}: {p.threshold:.3f}, so it can differ from the larger "
-                   f"probability. {sureness(flips, p.threshold)} "
+        decision = (f"no decision (not a radiograph; it would be *{p.label}* at {point_note(clf)})."
+                    if p.radiograph is False else
+                    f"decision **{p.label}** at {point_note(clf)}: {p.threshold:.3f}, so it can differ from the larger "
+                    f"probability. {sureness(flips, p.threshold)}")
+        details = (f"**{model}** ({clf.arch}): P(fractured){views} = {shown}{prevalence_note(clf, wanted)}, {decision} "
                    f"Map: {methods.LABELS[method]} of the evidence for *{e.target}*."
                    + "".join(f"\n\n⚠️ {w}" for w in p.warnings))
         label = {"does not look like a radiograph": 1.0} if p.radiograph is False else p.as_label_dict()
@@ -134,7 +136,7 @@ class FractureApp:
                           f"better: README, *Choices that cost no training*).")
         warning = self.zoo.radiograph_warning(decoded)
         if warning:
-            agreement = f"⚠️ {warning[0].upper()}{warning[1:]}.\n\n{agreement}"
+            agreement = f"⚠️ {warning[0].upper()}{warning[1:]}: no model's decision stands.\n\n{agreement}"
         outline = self.outlines.find(image)
         if outline:
             agreement += f"\n\n{OUTLINED}"
@@ -144,7 +146,7 @@ class FractureApp:
         for name, e, p in zip(names, explanations, preds):
             entry = self.zoo.entries[name]
             scores = [entry.score("fracatlas test", "roc_auc"), entry.score(), entry.score("official test", "accuracy")]
-            rows.append([name, entry.trained_on, round(p.probability, 4), p.label,
+            rows.append([name, entry.trained_on, round(p.probability, 4), "no decision" if warning else p.label,
                          *(round(s, 3) if s is not None else None for s in scores)])
             gallery.append((outline.draw(e.overlay) if outline else e.overlay,
                             f"{name}: {p.probability:.2f} ({methods.LABELS[e.method]})"))

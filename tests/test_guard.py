@@ -77,9 +77,12 @@ def test_app_says_not_meaningful_even_for_a_model_without_guard(guarded, dataset
     for model in ("guarded", "bare"):
         label, _, _, details, _ = app.predict(PHOTO, model)
         assert "does not look like a radiograph" in details and "not meaningful" in details, model
+        assert "no decision" in details and "decision **" not in details, "no verdict on what is not a radiograph"
         assert label == {"does not look like a radiograph": 1.0}
-        assert "not meaningful" not in app.predict(str(dataset / "test" / "fractured" / "0.jpg"), model)[3]
-    assert "does not look like a radiograph" in app.compare(PHOTO, "gradcam", ["bare"])[3]
+        radiograph = app.predict(str(dataset / "test" / "fractured" / "0.jpg"), model)[3]
+        assert "not meaningful" not in radiograph and "decision **" in radiograph
+    table, _, _, text = app.compare(PHOTO, "gradcam", ["bare", "guarded"])
+    assert "does not look like a radiograph" in text and {row[3] for row in table} == {"no decision"}
 
 
 def test_a_default_without_guard_borrows_another_models(guarded, tmp_path):
