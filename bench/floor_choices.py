@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from fracture_demo import load  # noqa: E402
 from train.data import ImageCache  # noqa: E402
-from train.features import floor_features  # noqa: E402
+from train.features import cached_by_hash, floor_features  # noqa: E402
 from train.fuse import choose_weight  # noqa: E402
 from train.probe import fit  # noqa: E402
 from train.sources import Source, split_sources  # noqa: E402
@@ -40,19 +40,7 @@ POOLS = ("avg", "max", "avgmax")
 
 def cached(images: np.ndarray, hashes: list[str], name: str, size: int, cache: Path) -> dict[str, np.ndarray]:
     """floor_features for every pooling, remembered per content hash (a rerun computes only new files)."""
-    path = cache / f"{name}_{size}.npz"
-    old = dict(np.load(path)) if path.is_file() else {}
-    known = {h: i for i, h in enumerate(old.get("hashes", np.array([])).tolist())}
-    first = {h: i for i, h in reversed(list(enumerate(hashes))) if h not in known}  # byte-identical copies once
-    todo = list(first.values())
-    new = floor_features(images[todo], name, size, POOLS) if todo else {}
-    at = {h: k for k, h in enumerate(first)}
-    out = {p: np.stack([old[p][known[h]] if h in known else new[p][at[h]] for h in hashes]) for p in POOLS}
-    if todo:
-        cache.mkdir(parents=True, exist_ok=True)
-        np.savez(path, hashes=np.array(list(known) + list(at)),
-                 **{p: np.concatenate(([old[p]] if known else []) + [new[p]]) for p in POOLS})
-    return out
+    return cached_by_hash(cache / f"{name}_{size}.npz", hashes, lambda idx: floor_features(images[idx], name, size, POOLS))
 
 
 @torch.no_grad()

@@ -3,6 +3,7 @@ by, and what the linear probe fits on."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -46,25 +47,37 @@ def centred(views: np.ndarray) -> np.ndarray:
     return torch.nn.functional.normalize(allf - allf.flatten(0, 1).mean(0), dim=-1).numpy()
 
 
+def cached_by_hash(path: Path | None, hashes: list[str], compute: Callable[[list[int]], dict[str, np.ndarray]],
+                   meta: dict | None = None) -> dict[str, np.ndarray]:
+    """Per-file arrays remembered by content hash in an npz at ``path``: ``compute(indices)`` (arrays with one row per
+    index) runs once per distinct content not seen before, so a rerun, or a run on a grown data set, computes only
+    what is new. A file saved with other ``meta`` (say another model or size) is not reused."""
+    meta = meta or {}
+    old = dict(np.load(path)) if path and path.is_file() else {}
+    fits = bool(old) and all(k in old and str(old[k]) == str(v) for k, v in meta.items())
+    known = {h: i for i, h in enumerate(old["hashes"].tolist())} if fits else {}
+    first: dict[str, int] = {}
+    for i, h in enumerate(hashes):
+        if h not in known:
+            first.setdefault(h, i)  # byte-identical copies: computed once
+    new = compute(list(first.values())) if first else {}
+    at = {h: k for k, h in enumerate(first)}
+    names = list(new) or [k for k in old if k != "hashes" and k not in meta]
+    out = {k: np.stack([old[k][known[h]] if h in known else new[k][at[h]] for h in hashes]) for k in names}
+    if path and first:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(path, hashes=np.array(list(known) + list(at)), **meta,
+                 **{k: np.concatenate(([old[k]] if known else []) + [new[k]]) for k in names})
+    return out
+
+
 def cached_view_features(images: np.ndarray, hashes: list[str], model_name: str, pretrained: str,
                          cache: Path | None, extract=None) -> tuple[np.ndarray, np.ndarray]:
     """:func:`view_features` (or ``extract``, same signature) uncentred, remembered per content hash in ``cache``
-    (npz): a rerun, or a run on a grown data set, computes only the images it has not seen; centring happens
-    after, over these images."""
-    known: dict[str, int] = {}
-    old = np.load(cache) if cache and cache.is_file() else None
-    if old is not None and "size" in old.files and (str(old["model"]), int(old["size"])) == (model_name, images.shape[-1]):
-        known = {h: i for i, h in enumerate(old["hashes"].tolist())}
-    old_views = old["views"] if known else None
-    todo = [i for i, h in enumerate(hashes) if h not in known]
-    new_views = (extract or view_features)(images[todo], model_name, pretrained, centre=False)[1] if todo else None
-    new_at = {hashes[i]: k for k, i in enumerate(todo)}
-    views = np.stack([old_views[known[h]] if h in known else new_views[new_at[h]] for h in hashes])
-    if cache and todo:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        kept = [] if old_views is None else [old_views]
-        np.savez(cache, views=np.concatenate(kept + [new_views]), hashes=np.array(list(known) + list(new_at)),
-                 model=model_name, size=images.shape[-1])
+    (:func:`cached_by_hash`); centring happens after, over these images."""
+    def compute(idx: list[int]) -> dict[str, np.ndarray]:
+        return {"views": (extract or view_features)(images[idx], model_name, pretrained, centre=False)[1]}
+    views = cached_by_hash(cache, hashes, compute, {"model": model_name, "size": images.shape[-1]})["views"]
     allf = centred(views)
     return allf[:, 0], allf
 
