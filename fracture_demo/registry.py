@@ -213,7 +213,7 @@ def _fusion(source: str | None, tuned: str = "efficientnet_lite0", floor: str = 
     for name in (tuned, floor):
         if get_spec(name).kind != "cnn":
             raise ValueError(f"fusion branches must be CNNs; {name} is a {get_spec(name).kind}")
-    return Fusion(create_model(tuned, **(tuned_kwargs or {})), create_model(floor), floor_size, tuned, floor)
+    return Fusion(create_model(tuned, **(tuned_kwargs or {})), create_model(floor), floor_size, tuned)
 
 
 register(ModelSpec(

@@ -22,10 +22,10 @@ class Fusion(nn.Module):
     ``scales[0]`` (> 0), which a Grad-CAM map normalises away.
     """
 
-    def __init__(self, tuned: nn.Module, floor: nn.Module, floor_size: int, tuned_arch: str, floor_arch: str) -> None:
+    def __init__(self, tuned: nn.Module, floor: nn.Module, floor_size: int, tuned_arch: str) -> None:
         super().__init__()
         self.tuned, self.floor, self.floor_size = tuned, floor, floor_size
-        self.tuned_arch, self.floor_arch = tuned_arch, floor_arch  # registry names: the CAM layer is the tuned one's
+        self.tuned_arch = tuned_arch  # its registry name: the fusion's CAM layer is the tuned branch's
         self.floor.requires_grad_(False)  # frozen: ImageNet features and a probe fitted on them
         self.register_buffer("scales", torch.tensor([1.0, 0.0]))
         self.register_buffer("shift", torch.zeros(()))
