@@ -17,6 +17,7 @@
 #   scripts/train_zoo.sh guide DATA OUT          # the default fine-tuned on with and without its map pulled into drawn boxes
 #   scripts/train_zoo.sh gpures DATA OUT         # one GPU: the both-sources recipe run to its epochs at 320 and 512 px
 #   scripts/train_zoo.sh fuse DATA OUT           # the default (INIT) fused with a frozen ImageNet EfficientNet-Lite0's probe
+#   scripts/train_zoo.sh seeds DATA OUT          # one recipe (MobileNetV3, fixed epochs) over SEEDS: what a seed alone moves
 #   scripts/train_zoo.sh bundle DATA OUT         # copy the chosen runs into assets/models (then: train.calibrate, guard, report)
 # DATA: Kaggle-layout folder with grouped_split.csv (python -m train.audit); OUT: parent of model folders.
 # ViT and Swin distil from OUT/$TEACHER (default efficientnet_lite0), as DeiT did; train it first.
@@ -155,6 +156,14 @@ case $stage in
       both $model $r ${GPU_BUDGET:-5} --pretrained local --balance source --image-size $size "${extra[@]}" > "$out/$r.log" 2>&1 &
     done
     wait ;;
+  seeds)  # issue 11's rung "seeds": how far one recipe moves with its seed alone (bench/seed_spread.py reads the runs).
+    # MobileNetV3's both-sources recipe (the both stage's: from ImageNet, source-balanced) at a fixed EPOCHS (7, where
+    # its 8-minute budget ended) under a budget it never reaches, so every seed gets the same schedule: only --seed
+    # (sampling order, augmentations) differs
+    m=${MODEL:-mobilenetv3}
+    for s in ${SEEDS:-0 1 2}; do
+      [ -f "$out/${m}_seed$s/metrics.json" ] || EPOCHS=${EPOCHS:-7} both $m ${m}_seed$s ${BUDGET:-40} --pretrained local --balance source --seed $s
+    done ;;
   fuse)  # issue 11's step 17: step 15's model beside a frozen ImageNet EfficientNet-Lite0 whose probe is fitted on
     # FracAtlas train, mixed at the w FracAtlas validation chose; recalibrated on both sources' validation files. INIT:
     # step 15's calibrated folder (assets/models/efficientnet_lite0 at commit 10d34ea: git worktree add /tmp/s15 10d34ea).
