@@ -69,9 +69,7 @@ class FractureApp:
         check_point(operating_point)
         decoded = self._decode(image)
         model = model or self.zoo.default
-        clf = self.zoo.get(model)
-        if operating_point in clf.operating_points:  # else its one threshold, and the details say so
-            clf = clf.at_operating_point(operating_point)
+        clf = self.zoo.get(model, operating_point)
         method = supported_method(clf, method)
         e = clf.explain(decoded, method, opacity)
         delta = pretest.shift(wanted, clf.calibration_prevalence)

@@ -99,7 +99,9 @@ class ModelZoo:
         return max(self.entries.values(), key=lambda e: (len(e.sources), e.score("fracatlas val", "roc_auc") or -1.0,
                                                          e.merit or -1.0, e.score("official test", "accuracy") or -1)).name
 
-    def get(self, name: str) -> FractureClassifier:
+    def get(self, name: str, operating_point: str | None = None) -> FractureClassifier:
+        """The named model (loaded once), deciding at ``operating_point`` where it has that point; a model with
+        one threshold (the official-split twins) keeps it, and its details say so."""
         if name not in self.entries:
             raise KeyError(f"unknown model {name!r}; available: {', '.join(self.names) or 'none'}")
         with self._lock:
@@ -107,7 +109,8 @@ class ModelZoo:
                 clf = load(self.entries[name].source)
                 clf.replicate(self.replicas)
                 self._loaded[name] = clf
-            return self._loaded[name]
+            clf = self._loaded[name]
+        return clf.at_operating_point(operating_point) if operating_point in clf.operating_points else clf
 
     @property
     def held_out_names(self) -> list[str]:
@@ -140,9 +143,7 @@ class ModelZoo:
         ``operating_point`` where it has one (else at its own threshold)."""
         out = []
         for name in self.names if names is None else names:
-            clf = self.get(name)
-            if operating_point in clf.operating_points:
-                clf = clf.at_operating_point(operating_point)
+            clf = self.get(name, operating_point)
             out.append(clf.explain(image, supported_method(clf, method), opacity))
         return out
 

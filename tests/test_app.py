@@ -69,6 +69,14 @@ def test_each_question_decides_at_its_own_threshold(app, zoo, xray):
         details = app.predict(xray, "tiny", "gradcam", 0.5, 0, name)[3]
         assert f"*{text}: " in details and f"{points[name]['threshold']:.3f}" in details and "sensitivity" in details
     assert zoo.get("tiny").threshold == points[zoo.get("tiny").operating_point]["threshold"]  # the zoo's copy untouched
+    assert zoo.get("tiny", "confirm").threshold == points["confirm"]["threshold"]
+    assert zoo.get("tiny", None) is zoo.get("tiny")
+    one, saved = zoo.get("tiny"), zoo.get("tiny").config
+    one.config = {**saved, "operating_points": {}}  # a model with one threshold (the official twins) keeps it
+    try:
+        assert zoo.get("tiny", "confirm") is one
+    finally:
+        one.config = saved
     with pytest.raises(gr.Error, match="Unknown operating point"):
         app.predict(xray, "tiny", "gradcam", 0.5, 0, "triage")
     p = app.compare(xray, "gradcam", ["tiny"])[0][0][2]
