@@ -180,7 +180,7 @@ case $stage in
              cp "$out/$1"/{model.safetensors,config.json,README.md,metrics.json} "$out/$1"/*.png "assets/models/$2/"; }
     copy "${DEFAULT_RUN:-efficientnet_lite0_fusion}" "${DEFAULT_RUN:-efficientnet_lite0_fusion}"
     copy efficientnet_lite0_fracatlas efficientnet_lite0_fracatlas
-    copy regnet_both_320_box0 regnet  # the both stage's RegNet fine-tuned on at 320 px (guide, MODEL=regnet BOX_WEIGHTS=0)
+    copy regnet_both_320_box0 regnet  # the both stage's RegNet fine-tuned on at 320 px (guide: MODEL=regnet BOX_WEIGHTS=0 INIT=$out/regnet)
     for m in mobilenetv3_fusion custom_cnn wide_resnet vgg19 vit swin; do copy $m $m; done ;;
   *) echo "usage: $0 cpu|gpu|transformers|official|balance|guard|sampling|both|resolution|longer|lowlr|lpft|lpftld|ema|guide|gpures|fuse|bundle DATA OUT" >&2; exit 2 ;;
 esac
