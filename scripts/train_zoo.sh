@@ -136,10 +136,11 @@ case $stage in
     # from (default the bundled model); PARALLEL=1 runs them side by side (one GPU), else one after the other
     m=${MODEL:-efficientnet_lite0}
     for w in ${BOX_WEIGHTS:-0 1}; do
-      r=${m}_both_320_box$w
+      r=${m}_both_320_box$w${SEED:+_seed$SEED}  # SEED: another seed of the same run (step 19's second)
       [ -f "$out/$r/metrics.json" ] && continue
       args=($m $r ${BUDGET:-15} --image-size 320 --lr 2e-4 --warmup-epochs 0.1 --balance source
-            --init-from "${INIT:-assets/models/$m}" --box-weight $w --boxes "${ANNOTATIONS:-../shared/data/fracatlas/annotations.json}")
+            --init-from "${INIT:-assets/models/$m}" --box-weight $w --boxes "${ANNOTATIONS:-../shared/data/fracatlas/annotations.json}"
+            ${SEED:+--seed $SEED})
       if [ -n "${PARALLEL:-}" ]; then both "${args[@]}" > "$out/$r.log" 2>&1 & else both "${args[@]}"; fi
     done
     wait ;;
