@@ -18,14 +18,13 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from fracture_demo import load  # noqa: E402
 from train.calibrate import asked_sensitivity  # noqa: E402
 from train.data import ImageCache  # noqa: E402
-from train.evaluate import predict_logits  # noqa: E402
+from train.evaluate import predict_probabilities  # noqa: E402
 from train.operating_points import operating_points  # noqa: E402
 from train.sources import Source, group_ids, split_sources  # noqa: E402
 
@@ -53,7 +52,7 @@ def main() -> None:
     parts = {}
     for part in ("val", "test"):
         data = ImageCache(clf.image_size).load(splits[part])
-        p = clf.probability(torch.from_numpy(predict_logits(clf, data.images))).numpy()
+        p = predict_probabilities(clf, data.images)
         parts[part] = (data.labels, p, np.array([s.source for s in data.samples]), np.array(group_ids(data.samples, sources)))
     y, p, origin, groups = parts["val"]
     ty, tp, torigin, _ = parts["test"]

@@ -16,22 +16,20 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import torch
 from sklearn.metrics import roc_auc_score
 
 from fracture_demo import FractureClassifier, load
 
 from .card import git_commit
 from .data import ImageCache, Sample
-from .evaluate import paired_auc_gain_ci, predict_logits
+from .evaluate import paired_auc_gain_ci, predict_probabilities
 from .sources import Source, group_ids, split_sources
 
 
-def validation_probabilities(clf: FractureClassifier, samples: list[Sample]) -> dict[Path, float]:
+def validation_probabilities(clf: FractureClassifier, samples: list[Sample], cache: ImageCache) -> dict[Path, float]:
     """Calibrated P(fractured) per validation file path (a file that does not decode is absent)."""
-    data = ImageCache(clf.image_size).load(samples)
-    p = clf.probability(torch.from_numpy(predict_logits(clf, data.images))).numpy()
-    return {s.path: float(v) for s, v in zip(data.samples, p)}
+    data = cache.load(samples)
+    return {s.path: float(v) for s, v in zip(data.samples, predict_probabilities(clf, data.images))}
 
 
 def verdict(gain: float, margin: float) -> str:
@@ -47,7 +45,8 @@ def compare(incumbent: FractureClassifier, candidate: FractureClassifier, source
             choose_on: str, margin: float = 0.01, bootstrap: int = 1000) -> dict:
     """Per-source validation ROC AUC of both, the gain on ``choose_on`` with its paired interval, and the verdict."""
     samples = split_sources(sources)[0]["val"]
-    a, b = (validation_probabilities(m, samples) for m in (incumbent, candidate))
+    caches = {size: ImageCache(size) for size in (incumbent.image_size, candidate.image_size)}  # one decode per size
+    a, b = (validation_probabilities(m, samples, caches[m.image_size]) for m in (incumbent, candidate))
     both = [s for s in samples if s.path in a and s.path in b]  # the same files for both, or no pairing
     y = np.array([s.label for s in both])
     pa, pb = np.array([a[s.path] for s in both]), np.array([b[s.path] for s in both])

@@ -47,6 +47,11 @@ def predict_logits(clf: FractureClassifier, images: np.ndarray, batch_size: int 
     return torch.cat(out).numpy() if out else np.zeros(0, np.float32)
 
 
+def predict_probabilities(clf: FractureClassifier, images: np.ndarray, device: str | torch.device = "cpu") -> np.ndarray:
+    """Calibrated P(fractured) for decoded images, as the model's own ``predict`` gives it (views, temperature, bias)."""
+    return clf.probability(torch.from_numpy(predict_logits(clf, images, device=device))).numpy()
+
+
 def expected_calibration_error(y: np.ndarray, p: np.ndarray, bins: int = 15) -> float:
     """Binary ECE over P(fractured), equal-width bins."""
     edges = np.linspace(0, 1, bins + 1)
@@ -161,7 +166,7 @@ def paired_auc_gain_ci(y: np.ndarray, base: np.ndarray, other: np.ndarray, group
 def evaluate_set(clf: FractureClassifier, data: ImageSet, groups: list[str] | None = None,
                  bootstrap: int = 0, device: str = "cpu") -> tuple[dict, np.ndarray]:
     """Metrics of ``clf`` (with its own temperature and threshold) on one decoded split."""
-    p = clf.probability(torch.from_numpy(predict_logits(clf, data.images, device=device))).numpy()
+    p = predict_probabilities(clf, data.images, device)
     m = compute_metrics(data.labels, p, float(clf.config.get("threshold", 0.5)))
     if bootstrap and len(data):
         m["ci95"] = bootstrap_ci(data.labels, p, groups or [s.rel for s in data.samples], m["threshold"], bootstrap)

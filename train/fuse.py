@@ -26,7 +26,7 @@ from fracture_demo.registry import data_config
 
 from .card import git_commit, write_model_card
 from .data import ImageCache
-from .evaluate import compute_metrics, headline, paired_auc_gain_ci, predict_logits
+from .evaluate import compute_metrics, headline, paired_auc_gain_ci, predict_logits, predict_probabilities
 from .finalize import calibrate
 from .probe import features, fit
 from .sources import Source, group_ids, split_sources
@@ -92,7 +92,7 @@ def fuse(model_dir: str, sources: list[Source], floor: str = "efficientnet_lite0
     val = cache.load(chosen)
     if [s.path for s in val.samples] != [s.path for s in chosen]:
         raise ValueError("a validation file decodes at one size and not the other")
-    model_logit = torch.logit(tuned.probability(torch.from_numpy(predict_logits(tuned, val.images))), eps=1e-6).numpy()
+    model_logit = torch.logit(torch.from_numpy(predict_probabilities(tuned, val.images)), eps=1e-6).numpy()
     probe_alone = build(tuned, floor, floor_size, probe, 1.0, pretrained)  # the probe's calibrated logit, as the fusion
     probe_logit = predict_logits(probe_alone, val.images)  # computes it: its views
     w, sweep = choose_weight(val.labels, model_logit, probe_logit)
