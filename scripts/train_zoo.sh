@@ -18,6 +18,7 @@
 #   scripts/train_zoo.sh gpures DATA OUT         # one GPU: the both-sources recipe run to its epochs at 320 and 512 px
 #   scripts/train_zoo.sh fuse DATA OUT           # the default (INIT) fused with a frozen ImageNet EfficientNet-Lite0's probe
 #   scripts/train_zoo.sh seeds DATA OUT          # one recipe (MobileNetV3, fixed epochs) over SEEDS: what a seed alone moves
+#   scripts/train_zoo.sh crossval DATA OUT       # the same recipe over FOLDS of FracAtlas's groups (train.crossval)
 #   scripts/train_zoo.sh bundle DATA OUT         # copy the chosen runs into assets/models (then: train.calibrate, guard, report)
 # DATA: Kaggle-layout folder with grouped_split.csv (python -m train.audit); OUT: parent of model folders.
 # ViT and Swin distil from OUT/$TEACHER (default efficientnet_lite0), as DeiT did; train it first.
@@ -36,10 +37,13 @@ transformers() {  # from scratch: low lr and a real warm-up (at 1e-3 with none t
 }
 sources=(--data "bone-fracture=$data:${SPLIT_FILE:-$data/grouped_split.csv}"
          --data "fracatlas=${FRACATLAS:-data/fracatlas}:${FRACATLAS_SPLIT:-assets/splits/fracatlas_split.csv}")
-both() {  # both MODEL FOLDER MINUTES [args]: both sources, threshold at >= 90% validation sensitivity
-  python -m train "${sources[@]}" --output-dir "$out/$2" --model "$1" --epochs ${EPOCHS:-8} --batch-size 32 --lr ${LR:-5e-4} \
-    --warmup-epochs 0.3 --patience 8 --time-budget $3 --min-sensitivity 0.9 --half --seed 0 --bootstrap ${BOOTSTRAP:-1000} "${@:4}" \
-    || echo "FAILED: $2" >&2
+recipe() {  # recipe MODEL MINUTES: sets r, the both-sources recipe's arguments (threshold at >= 90% validation sensitivity)
+  r=(--model "$1" --epochs ${EPOCHS:-8} --batch-size 32 --lr ${LR:-5e-4} --warmup-epochs 0.3 --patience 8 --time-budget $2
+     --min-sensitivity 0.9 --half --seed 0 --bootstrap ${BOOTSTRAP:-1000})
+}
+both() {  # both MODEL FOLDER MINUTES [args]: both sources, the recipe
+  recipe "$1" "$3"
+  python -m train "${sources[@]}" --output-dir "$out/$2" "${r[@]}" "${@:4}" || echo "FAILED: $2" >&2
   ${ON_DONE:-true} $2
 }
 case $stage in
@@ -165,6 +169,12 @@ case $stage in
     for s in ${SEEDS:-0 1 2}; do
       [ -f "$out/${m}_seed$s/metrics.json" ] || EPOCHS=${EPOCHS:-7} both $m ${m}_seed$s ${BUDGET:-40} --pretrained local --balance source --seed $s
     done ;;
+  crossval)  # issue 11's rung 1: the seeds stage's recipe (MobileNetV3, 7 epochs) once per fold, FracAtlas's train and
+    # validation groups dealt into FOLDS (5); Multi-Region keeps its split (its rotated copies sit in a few groups).
+    # Out-of-fold ROC AUC, operating points placed on it, the folds' mean on test: OUT/<model>_cv/crossval.json
+    m=${MODEL:-mobilenetv3}
+    EPOCHS=${EPOCHS:-7} recipe $m ${BUDGET:-40}
+    python -m train.crossval "${sources[@]}" --folds ${FOLDS:-5} --out "$out/${m}_cv" -- "${r[@]}" --pretrained local --balance source ;;
   fuse)  # issue 11's step 17: step 15's model beside a frozen ImageNet EfficientNet-Lite0 whose probe is fitted on
     # FracAtlas train, mixed at the w FracAtlas validation chose; recalibrated on both sources' validation files. INIT:
     # step 15's calibrated folder (assets/models/efficientnet_lite0 at commit 10d34ea: git worktree add /tmp/s15 10d34ea).
