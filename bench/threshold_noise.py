@@ -25,18 +25,8 @@ from fracture_demo import load  # noqa: E402
 from train.calibrate import asked_sensitivity  # noqa: E402
 from train.data import ImageCache  # noqa: E402
 from train.evaluate import predict_probabilities  # noqa: E402
-from train.operating_points import operating_points  # noqa: E402
+from train.operating_points import operating_points, threshold_draws  # noqa: E402
 from train.sources import Source, group_ids, split_sources  # noqa: E402
-
-
-def resample(groups: np.ndarray, origin: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Indices of one bootstrap draw of whole groups, each source drawn on its own (its size kept)."""
-    idx = []
-    for src in dict.fromkeys(origin.tolist()):
-        names = np.unique(groups[origin == src])
-        for g in rng.choice(names, len(names)):
-            idx.append(np.flatnonzero(groups == g))
-    return np.concatenate(idx)
 
 
 def main() -> None:
@@ -67,14 +57,7 @@ def main() -> None:
         return out
 
     base = operating_points(y, p, origin, level, level)[args.point]["threshold"]
-    rng = np.random.default_rng(0)
-    draws = []
-    for _ in range(args.draws):
-        i = resample(groups, origin, rng)
-        pts = operating_points(y[i], p[i], origin[i], level, level)
-        if args.point in pts:
-            draws.append(pts[args.point]["threshold"])
-    draws = np.array(draws)
+    draws = threshold_draws(y, p, origin, groups, args.point, level, args.draws)
     q = lambda v: [round(float(x), 3) for x in np.percentile(v, [2.5, 50, 97.5])]  # noqa: E731
     rows = [on_test(t) for t in draws]
     report = {"model": args.model, "point": args.point, "threshold": base, "on_test": on_test(base),

@@ -30,7 +30,7 @@ def test_a_model_against_itself_gains_nothing_and_two_sizes_pair_the_same_files(
 def test_cli_writes_the_comparison_and_refuses_a_source_it_cannot_score(two_sources, tmp_path, capsys):
     for name, size in (("inc", 48), ("cand", 64)):
         fd.FractureClassifier.new("mobilenetv3", image_size=size).save_pretrained(tmp_path / name)
-    data = [f"{s.name}={s.root}" + (f":{s.split_file}" if s.split_file else "") for s in two_sources]
+    data = [s.arg() for s in two_sources]
     args = ["--incumbent", str(tmp_path / "inc"), "--candidate", str(tmp_path / "cand"), "--bootstrap", "20"]
     args += sum([["--data", d] for d in data], [])
     assert choose_main(args + ["--choose-on", "b", "--json", str(tmp_path / "c.json")]) == 0

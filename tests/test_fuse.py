@@ -47,7 +47,7 @@ def test_choose_weight_takes_the_best_and_the_smaller_of_ties():
 
 
 def test_fuse_writes_a_calibrated_folder_that_loads_predicts_and_explains(two_sources, tmp_path, capsys):
-    data = [f"{s.name}={s.root}" + (f":{s.split_file}" if s.split_file else "") for s in two_sources]
+    data = [s.arg() for s in two_sources]
     tuned = tmp_path / "tuned"
     assert train_main(["--model", "mobilenetv3", "--batch-size", "8", "--image-size", "64", "--bootstrap", "0",
                        "--workers", "1", "--epochs", "1", "--output-dir", str(tuned)] + sum([["--data", d] for d in data], [])) == 0

@@ -18,6 +18,8 @@ def test_parse_names_a_folder_and_its_split_file():
     s = Source.parse("fracatlas=data/fracatlas:assets/splits/fracatlas_split.csv")
     assert (s.name, s.root, s.split_file) == ("fracatlas", Path("data/fracatlas"), Path("assets/splits/fracatlas_split.csv"))
     assert Source.parse("mr=data/x").split_file is None
+    for text in ("mr=data/x", "fracatlas=data/fracatlas:assets/splits/fracatlas_split.csv"):
+        assert Source.parse(text).arg() == text  # what a child process is told reads back the same
     with pytest.raises(ValueError, match="NAME=DIR"):
         Source.parse("data/x")
 
@@ -47,7 +49,7 @@ def test_source_sampling_weighs_sources_equally_and_copies_once():
 
 def test_training_on_two_sources_scores_each(two_sources, tmp_path, capsys):
     out = tmp_path / "m"
-    data = [a for src in two_sources for a in ("--data", f"{src.name}={src.root}" + (f":{src.split_file}" if src.split_file else ""))]
+    data = [a for src in two_sources for a in ("--data", src.arg())]
     args = ["--model", "mobilenetv3", "--batch-size", "8", "--image-size", "64", "--bootstrap", "20", "--workers", "1",
             "--epochs", "1", "--balance", "source", "--min-sensitivity", "0.9", "--output-dir", str(out), *data]
     marker = two_sources[1].root / MARKER  # b is a copy made by train.shrink: the config and the card must say so
@@ -165,7 +167,7 @@ def test_probe_fits_on_pooled_sources_and_scores_each(two_sources, capsys):
     from train.probe import main as probe_main
     args = ["--models", "mobilenetv3", "--pretrained", "none", "--image-size", "64", "--bootstrap", "20", "--workers", "1"]
     for src in two_sources:
-        args += ["--data", f"{src.name}={src.root}" + (f":{src.split_file}" if src.split_file else "")]
+        args += ["--data", src.arg()]
     assert probe_main(args) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["dropped_as_copies_of_training_files"] == 2

@@ -10,7 +10,8 @@ can be run again until it is done), and then:
   out-of-fold   each fold's model scores the files it never trained on: ROC AUC per source over every train and
                 validation group (about five times the groups of one validation split), with 95% intervals by group;
   points        one calibration (Platt) and the operating points (``train.operating_points``) placed on those
-                out-of-fold predictions, not on one split's;
+                out-of-fold predictions, not on one split's, with the screening threshold's 95% range over resampled
+                groups beside the range on one fold's worth of them;
   test          the k models' mean logit, so calibrated, on each source's test files, beside each fold's model alone
                 (its own calibration): what k runs on other data give, and whether their mean beats one of them.
 
@@ -34,7 +35,7 @@ from fracture_demo import load
 from .card import git_commit
 from .data import ImageCache, Sample
 from .evaluate import bootstrap_ci, compute_metrics, fit_calibration, predict_logits
-from .operating_points import operating_points
+from .operating_points import operating_points, threshold_draws
 from .sources import Source, group_ids, split_sources
 
 
@@ -80,7 +81,7 @@ def train_folds(folds: list[list[Source]], out: Path, train_args: list[str]) -> 
         run = out / f"fold{i}"
         if (run / "metrics.json").is_file():
             continue
-        data = [a for s in srcs for a in ("--data", f"{s.name}={s.root}:{s.split_file}")]
+        data = [a for s in srcs for a in ("--data", s.arg())]
         resume = ["--resume"] if (run / ".train_state").exists() else []
         subprocess.run([sys.executable, "-m", "train", *data, "--output-dir", str(run), *train_args, *resume], check=True)
 
@@ -92,19 +93,18 @@ def scored(sources: list[Source], logits: np.ndarray, kept: list[Sample]) -> dic
 
 
 def held_out(folds: list[list[Source]], out: Path, cache: ImageCache, dealt: set[str]) -> dict:
-    """Validation logits no model trained on: a dealt source's files from the fold model that held them out, another
-    source's (its own validation split, held out by every fold) the fold models' mean."""
-    parts, shared, shared_z = [], {}, []
+    """Validation logits no model trained on: a dealt source's files from the fold model that held them out (``fold``),
+    another source's (its own validation split, held out by every fold; ``fold`` -1) the fold models' mean."""
+    parts, others = [], []
     for i, srcs in enumerate(folds):
         clf = load(str(out / f"fold{i}"))
         data = cache.load(split_sources(srcs)[0]["val"])
         z = predict_logits(clf, data.images)
         mine = np.array([s.source in dealt for s in data.samples], bool)
-        parts.append(scored(srcs, z[mine], [s for s, m in zip(data.samples, mine) if m]))
-        shared = {s.path: s for s, m in zip(data.samples, mine) if not m}
-        shared_z.append(z[~mine])
-    if shared:
-        parts.append(scored(folds[0], np.mean(shared_z, 0), list(shared.values())))
+        parts.append(scored(srcs, z[mine], [s for s, m in zip(data.samples, mine) if m]) | {"fold": np.full(mine.sum(), i)})
+        others.append(scored(srcs, z[~mine], [s for s, m in zip(data.samples, mine) if not m]))
+    if len(others[0]["y"]):  # the same files in every fold
+        parts.append(others[0] | {"z": np.mean([o["z"] for o in others], 0), "fold": np.full(len(others[0]["y"]), -1)})
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
@@ -118,9 +118,10 @@ def per_source(y: np.ndarray, p: np.ndarray, source: np.ndarray, group: np.ndarr
         pred = p[m] >= threshold
         out[name] = {"n": int(m.sum()), "n_groups": len(set(group[m].tolist())), "roc_auc": met["roc_auc"],
                      "balanced_accuracy": met["balanced_accuracy"], "ece": met["ece"],
-                     "sensitivity": float(pred[y[m] == 1].mean()), "specificity": float(1 - pred[y[m] == 0].mean()),
-                     "ci95": bootstrap_ci(y[m], p[m], group[m].tolist(), threshold, bootstrap,
-                                          keys=("roc_auc", "balanced_accuracy", "sensitivity", "specificity"))}
+                     "sensitivity": float(pred[y[m] == 1].mean()), "specificity": float(1 - pred[y[m] == 0].mean())}
+        if bootstrap:
+            out[name]["ci95"] = bootstrap_ci(y[m], p[m], group[m].tolist(), threshold, bootstrap,
+                                             keys=("roc_auc", "balanced_accuracy", "sensitivity", "specificity"))
     return out
 
 
@@ -140,6 +141,10 @@ def crossval(sources: list[Source], k: int, out: Path, train_args: list[str], de
     p_oof = sigmoid(oof["z"] / t + b)
     points = operating_points(oof["y"], p_oof, oof["source"], min_sensitivity)
     screen = points["screen"]["threshold"]
+    one = oof["fold"] <= 0  # what one validation split holds: fold 0 of the dealt sources, the others' own
+    spread = {name: np.percentile(threshold_draws(oof["y"][m], p_oof[m], oof["source"][m], oof["group"][m],
+                                                  level=min_sensitivity), [2.5, 97.5]).tolist()
+              for name, m in (("out_of_fold", np.ones_like(one)), ("one_fold", one))}
     test = cache.load(split_sources(sources)[0]["test"])
     ref = scored(sources, np.zeros(len(test)), test.samples)
     alone, logits = {}, []
@@ -152,7 +157,7 @@ def crossval(sources: list[Source], k: int, out: Path, train_args: list[str], de
                              per_source(ref["y"], p, ref["source"], ref["group"], float(clf.config.get("threshold", 0.5)), 0).items()}
     p_test = sigmoid(np.mean(logits, 0) / t + b)
     return {"folds": k, "seed": seed, "train_args": train_args, "commit": git_commit(),
-            "calibration": {"temperature": t, "bias": b}, "operating_points": points,
+            "calibration": {"temperature": t, "bias": b}, "operating_points": points, "screen_threshold_95": spread,
             "out_of_fold": per_source(oof["y"], p_oof, oof["source"], oof["group"], screen, bootstrap),
             "test_mean_of_folds": per_source(ref["y"], p_test, ref["source"], ref["group"], screen, bootstrap),
             "test_each_fold": alone}

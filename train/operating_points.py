@@ -55,3 +55,27 @@ def operating_points(y: np.ndarray, p: np.ndarray, sources: list[str] | np.ndarr
             val[s or "all"] = {"sensitivity": float(se[0]), "specificity": float(sp[0]), "n": int((sources == s).sum())}
         out[name] = {"threshold": t, "rule": rule, "validation": val}
     return out
+
+
+def resample_by_source(groups: np.ndarray, origin: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Indices of one bootstrap draw of whole groups, each source drawn on its own (its size kept)."""
+    idx = []
+    for src in dict.fromkeys(origin.tolist()):
+        names = np.unique(groups[origin == src])
+        for g in rng.choice(names, len(names)):
+            idx.append(np.flatnonzero(groups == g))
+    return np.concatenate(idx)
+
+
+def threshold_draws(y: np.ndarray, p: np.ndarray, origin: np.ndarray, groups: np.ndarray, point: str = "screen",
+                    level: float = 0.9, draws: int = 500, seed: int = 0) -> np.ndarray:
+    """The ``point``'s threshold placed again on each of ``draws`` resamples of the validation groups: how far the
+    files it was chosen on move it (a larger validation set, as cross-validation gives, narrows it)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(draws):
+        i = resample_by_source(groups, origin, rng)
+        pts = operating_points(y[i], p[i], origin[i], level, level)
+        if point in pts:
+            out.append(pts[point]["threshold"])
+    return np.array(out)

@@ -31,6 +31,10 @@ class Source:
         root, _, split_file = rest.partition(":")
         return cls(name, Path(root), Path(split_file) if split_file else None)
 
+    def arg(self) -> str:
+        """The ``NAME=DIR[:SPLIT_FILE]`` text that :meth:`parse` reads back: how a child ``python -m train`` is told."""
+        return f"{self.name}={self.root}" + (f":{self.split_file}" if self.split_file else "")
+
     def splits(self) -> dict[str, list[Sample]]:
         mode = "grouped" if self.split_file else "official"
         return split_samples(scan(self.root, self.name), mode, self.split_file)
