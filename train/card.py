@@ -132,11 +132,11 @@ def _fusion(config: dict) -> str:
     sweep = ", ".join(f"{w}: {auc:.3f}" for w, auc in f["sweep"].items())
     return (f"\nThen fused with a frozen ImageNet `{f['floor']}` at {f['floor_size']} px and a logistic regression on its "
             f"features fitted on {', '.join(f['probe_sources'])} train (C {f['probe_C']}), at w = {f['w']} "
-            f"(the probe's share of the logit), chosen on {f['chosen_on']} ({sweep}{_gain(f)}); recalibrated on the pooled "
+            f"(the probe's share of the logit), chosen on {f['choose_on']} validation ROC AUC ({sweep}{_gain(f)}); recalibrated on the pooled "
             f"validation files (commit `{f['commit']}`):\n\n```\npython -m train.fuse --model {f['tuned_from']} "
             + " ".join(f"--data {d}" for d in config.get("training", {}).get("data", []))
             + f" --floor {f['floor']} --floor-size {f['floor_size']} --probe-sources {','.join(f['probe_sources'])} "
-            f"--choose-on {f['chosen_on'].split()[0]}"
+            f"--choose-on {f['choose_on']}"
             + (f" --min-sensitivity {f['min_sensitivity']}" if f.get("min_sensitivity") else "") + " --out DIR\n```\n")
 
 

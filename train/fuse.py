@@ -113,7 +113,7 @@ def fuse(model_dir: str, sources: list[Source], floor: str = "efficientnet_lite0
     clf.config["fusion"] = {
         "tuned_from": str(model_dir), "floor": floor, "floor_size": floor_size, "probe_sources": probe_sources,
         "probe_C": probe["C"], "probe_temperature": probe["temperature"], "w": w,
-        "chosen_on": f"{choose_on} validation ROC AUC", "sweep": sweep, "gain_ci95": gain_ci,
+        "choose_on": choose_on, "sweep": sweep, "gain_ci95": gain_ci,
         "min_sensitivity": min_sensitivity,
         "commit": git_commit()}
     clf.config["pretrained_source"] = (f"{clf.config.get('pretrained_source', tuned.arch)}; frozen branch: {floor} "

@@ -12,6 +12,17 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def floor_input(x: torch.Tensor, size: int) -> torch.Tensor:
+    """The frozen branch's input: the normalised image resized to its own size (antialiased, as a photo is shrunk)."""
+    return F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+
+
+def probe_features(floor: nn.Module, fmap: torch.Tensor) -> torch.Tensor:
+    """What the probe reads: the floor's pooled features of a feature map, L2-normalised (``train.probe`` fits on
+    the same, computed by ``train.features.floor_features``)."""
+    return F.normalize(floor.forward_head(fmap, pre_logits=True).float(), dim=1)
+
+
 class Fusion(nn.Module):
     """``scales[0] * tuned(x) + scales[1] * probe(floor(x at floor_size)) + shift``.
 
@@ -34,10 +45,8 @@ class Fusion(nn.Module):
         self.register_buffer("floor_shift", torch.zeros(1, 3, 1, 1))
 
     def floor_logit(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.interpolate(x * self.floor_scale + self.floor_shift, size=(self.floor_size, self.floor_size),
-                          mode="bilinear", antialias=True, align_corners=False)
-        pooled = self.floor.forward_head(self.floor.forward_features(x), pre_logits=True)
-        return self.floor.get_classifier()(F.normalize(pooled, dim=1))
+        x = floor_input(x * self.floor_scale + self.floor_shift, self.floor_size)
+        return self.floor.get_classifier()(probe_features(self.floor, self.floor.forward_features(x)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.scales[0] * self.tuned(x) + self.scales[1] * self.floor_logit(x) + self.shift
