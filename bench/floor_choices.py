@@ -45,7 +45,9 @@ def cached(images: np.ndarray, hashes: list[str], name: str, size: int, cache: P
 
 @torch.no_grad()
 def tuned_logits(clf, images: np.ndarray, batch: int = 4) -> np.ndarray:
-    """The fusion's tuned branch, calibrated as it was before the mix (``train.fuse.build`` folds 1 - w into it)."""
+    """The fusion's tuned branch, calibrated as it was before the mix: ``train.fuse.build`` set its scale to (1 - w) / T
+    and the shift to (1 - w) b from the tuned model's own calibration, and the fusion's recalibration went to its
+    config, not there, so dividing by 1 - w gives back exactly the z / T + b that ``train.fuse`` mixed."""
     net, w = clf.unwrapped, float(clf.config["fusion"]["w"])
     out = []
     for i in range(0, len(images), batch):
