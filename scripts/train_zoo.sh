@@ -171,10 +171,13 @@ case $stage in
     done ;;
   crossval)  # issue 11's rung 1: the seeds stage's recipe (MobileNetV3, 7 epochs) once per fold, FracAtlas's train and
     # validation groups dealt into FOLDS (5); Multi-Region keeps its split (its rotated copies sit in a few groups).
-    # Out-of-fold ROC AUC, operating points placed on it, the folds' mean on test: OUT/<model>_cv/crossval.json
+    # Out-of-fold ROC AUC, operating points placed on it, the folds' mean on test: OUT/<model>_cv/crossval.json.
+    # Rerun to resume. The default's recipe (step 14's, on a GPU): MODEL=efficientnet_lite0 EPOCHS=12 CV_ARGS="--image-size 320"
     m=${MODEL:-mobilenetv3}
     EPOCHS=${EPOCHS:-7} recipe $m ${BUDGET:-40}
-    python -m train.crossval "${sources[@]}" --folds ${FOLDS:-5} --out "$out/${m}_cv" -- "${r[@]}" --pretrained local --balance source ;;
+    python -m train.crossval "${sources[@]}" --folds ${FOLDS:-5} --out "$out/${m}_cv" -- "${r[@]}" --pretrained local \
+      --balance source ${CV_ARGS:-} 2>&1 | tee "$out/${m}_cv.log"
+    ${ON_DONE:-true} ${m}_cv ;;
   fuse)  # issue 11's step 17: step 15's model beside a frozen ImageNet EfficientNet-Lite0 whose probe is fitted on
     # FracAtlas train, mixed at the w FracAtlas validation chose; recalibrated on both sources' validation files. INIT:
     # step 15's calibrated folder (assets/models/efficientnet_lite0 at commit 10d34ea: git worktree add /tmp/s15 10d34ea).
