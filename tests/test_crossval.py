@@ -58,3 +58,9 @@ def test_crossval_trains_each_fold_once_and_scores_out_of_fold(two_sources, tmp_
     before = weights.stat().st_mtime_ns
     train_folds(fold_sources(two_sources, 2, out / "splits", {"b"}), out, ["--model", "no-such-model"])
     assert weights.stat().st_mtime_ns == before  # a finished fold is not trained again (nor its arguments read)
+
+
+def test_refuses_to_deal_a_source_it_was_not_given(two_sources, tmp_path, capsys):
+    data = [a for s in two_sources for a in ("--data", s.arg())]
+    assert crossval_main([*data, "--deal", "fracatlas", "--out", str(tmp_path / "cv"), "--", "--model", "mobilenetv3"]) == 2
+    assert "no such source" in capsys.readouterr().err and not (tmp_path / "cv" / "fold0").exists()

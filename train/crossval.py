@@ -2,7 +2,7 @@
 
 Why: every choice and threshold of the ladder rests on one validation split (FracAtlas: 54 groups, 112 fractures),
 and a threshold placed on it moves over 0.10-0.27 when those groups are resampled (``bench/threshold_noise.py``).
-Here each source's train and validation groups are dealt into k folds (``StratifiedGroupKFold``: no group in two
+Here the train and validation groups of each source named by ``--deal`` are dealt into k folds (``StratifiedGroupKFold``: no group in two
 folds, each fold with its share of fractures; test files stay test), ``python -m train`` runs once per fold with
 that fold held out as its validation side (a finished fold is skipped and a paused one resumed, so the command
 can be run again until it is done), and then:
@@ -65,7 +65,6 @@ def fold_split_files(source: Source, k: int, out: Path, seed: int = 0) -> list[S
                 writer.writerow(r)
         copies.append(Source(source.name, source.root, path))
     return copies
-
 
 
 def fold_sources(sources: list[Source], k: int, out: Path, dealt: set[str], seed: int = 0) -> list[list[Source]]:
@@ -131,6 +130,8 @@ def sigmoid(z: np.ndarray) -> np.ndarray:
 
 def crossval(sources: list[Source], k: int, out: Path, train_args: list[str], dealt: set[str], seed: int = 0,
              min_sensitivity: float = 0.9, bootstrap: int = 1000, train: bool = True) -> dict:
+    if not dealt & {s.name for s in sources}:
+        raise ValueError(f"--deal {','.join(sorted(dealt))}: no such source among --data; nothing would be cross-validated")
     folds = fold_sources(sources, k, out / "splits", dealt, seed)
     if train:
         train_folds(folds, out, train_args)
@@ -178,8 +179,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--bootstrap", type=int, default=1000)
     ap.add_argument("--no-train", action="store_true", help="score the fold models already in --out")
     args = ap.parse_args(argv)
-    result = crossval([Source.parse(d) for d in args.data], args.folds, args.out, train_args, set(args.deal.split(",")), args.seed,
-                      args.min_sensitivity, args.bootstrap, not args.no_train)
+    try:
+        result = crossval([Source.parse(d) for d in args.data], args.folds, args.out, train_args, set(args.deal.split(",")),
+                          args.seed, args.min_sensitivity, args.bootstrap, not args.no_train)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     (args.out / "crossval.json").write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps({k: result[k] for k in ("out_of_fold", "test_mean_of_folds", "test_each_fold")}, indent=1))
     return 0
