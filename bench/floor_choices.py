@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from scipy.special import logit
 from sklearn.metrics import roc_auc_score
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -92,8 +93,7 @@ def main(argv: list[str] | None = None) -> int:
             parts.append({k: cached(s.images, s.hashes, name, int(size), cache)[pool] for k, s in sets.items()})
         x = {k: np.concatenate([p[k] for p in parts], 1) for k in sets}
         res = fit(x, y)
-        p = np.clip(res["prob"]["val"], 1e-7, 1 - 1e-7)
-        probe = np.log(p) - np.log1p(-p)  # its calibrated logit
+        probe = logit(np.clip(res["prob"]["val"], 1e-7, 1 - 1e-7))  # its calibrated logit
         w, sweep = choose_weight(y["val"][on], tuned[on], probe[on])
         mixed = w * probe + (1 - w) * tuned
         rows[variant] = {"C": res["C"], "w": w, "sweep": sweep} | {

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from scipy.special import logit
 from sklearn.metrics import roc_auc_score
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -125,16 +126,15 @@ def main(argv: list[str] | None = None) -> int:
 
     clf = load(args.model)
     p = validation_probabilities(clf, sets["val"].samples, ImageCache(clf.image_size))
-    p = np.clip(np.array([p[s.path] for s in sets["val"].samples]), 1e-7, 1 - 1e-7)
-    model_logit, yv = np.log(p) - np.log1p(-p), sets["val"].labels
+    model_logit, yv = logit(np.clip([p[s.path] for s in sets["val"].samples], 1e-7, 1 - 1e-7)), sets["val"].labels
     groups = group_ids(sets["val"].samples, [source])
     cases = [(i, boxes[s.path.name]) for i, s in enumerate(sets["val"].samples) if s.label == 1 and s.path.name in boxes]
 
-    def row(logit: np.ndarray, maps_val: torch.Tensor | None) -> dict:
-        zs = (logit - logit.mean()) / logit.std()  # on the model's logit scale: w mixes comparable spreads
+    def row(z: np.ndarray, maps_val: torch.Tensor | None) -> dict:
+        zs = (z - z.mean()) / z.std()  # on the model's logit scale: w mixes comparable spreads
         zs = zs * model_logit.std() + model_logit.mean()
         wt, sweep = choose_weight(yv, model_logit, zs)
-        out = {"alone": float(roc_auc_score(yv, logit)), "w": wt, "fused": sweep[str(wt)],
+        out = {"alone": float(roc_auc_score(yv, z)), "w": wt, "fused": sweep[str(wt)],
                "gain_ci95": paired_auc_gain_ci(yv, model_logit, wt * zs + (1 - wt) * model_logit, groups)}
         if maps_val is not None:
             hits = [pointing_hit(maps_val[i].numpy(), b, (w / stored["val"][i][0], h / stored["val"][i][1]))
@@ -145,8 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = {"model alone": {"alone": float(roc_auc_score(yv, model_logit))}}
     glob = {k: F.normalize(v.mean((1, 2)), dim=1).numpy() for k, v in maps.items()}
     res = fit(glob, {k: v.numpy() for k, v in y.items()})
-    pg = np.clip(res["prob"]["val"], 1e-7, 1 - 1e-7)
-    rows["global average (train.probe)"] = row(np.log(pg) - np.log1p(-pg), None)
+    rows["global average (train.probe)"] = row(logit(np.clip(res["prob"]["val"], 1e-7, 1 - 1e-7)), None)
     print(json.dumps(rows), flush=True)
     for how, bw in VARIANTS:
         lin, zv = fit_positions(x, y, masks, how, bw, args.epochs)

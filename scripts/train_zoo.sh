@@ -37,13 +37,13 @@ transformers() {  # from scratch: low lr and a real warm-up (at 1e-3 with none t
 }
 sources=(--data "bone-fracture=$data:${SPLIT_FILE:-$data/grouped_split.csv}"
          --data "fracatlas=${FRACATLAS:-data/fracatlas}:${FRACATLAS_SPLIT:-assets/splits/fracatlas_split.csv}")
-recipe() {  # recipe MODEL MINUTES: sets r, the both-sources recipe's arguments (threshold at >= 90% validation sensitivity)
-  r=(--model "$1" --epochs ${EPOCHS:-8} --batch-size 32 --lr ${LR:-5e-4} --warmup-epochs 0.3 --patience 8 --time-budget $2
+recipe() {  # recipe MODEL MINUTES: sets recipe_args, the both-sources recipe's arguments (threshold at >= 90% validation sensitivity)
+  recipe_args=(--model "$1" --epochs ${EPOCHS:-8} --batch-size 32 --lr ${LR:-5e-4} --warmup-epochs 0.3 --patience 8 --time-budget $2
      --min-sensitivity 0.9 --half --seed 0 --bootstrap ${BOOTSTRAP:-1000})
 }
 both() {  # both MODEL FOLDER MINUTES [args]: both sources, the recipe
   recipe "$1" "$3"
-  python -m train "${sources[@]}" --output-dir "$out/$2" "${r[@]}" "${@:4}" || echo "FAILED: $2" >&2
+  python -m train "${sources[@]}" --output-dir "$out/$2" "${recipe_args[@]}" "${@:4}" || echo "FAILED: $2" >&2
   ${ON_DONE:-true} $2
 }
 case $stage in
@@ -175,7 +175,7 @@ case $stage in
     # Rerun to resume. The default's recipe (step 14's, on a GPU): MODEL=efficientnet_lite0 EPOCHS=12 CV_ARGS="--image-size 320"
     m=${MODEL:-mobilenetv3}
     EPOCHS=${EPOCHS:-7} recipe $m ${BUDGET:-40}
-    python -m train.crossval "${sources[@]}" --folds ${FOLDS:-5} --out "$out/${m}_cv" -- "${r[@]}" --pretrained local \
+    python -m train.crossval "${sources[@]}" --folds ${FOLDS:-5} --out "$out/${m}_cv" -- "${recipe_args[@]}" --pretrained local \
       --balance source ${CV_ARGS:-} 2>&1 | tee "$out/${m}_cv.log"
     ${ON_DONE:-true} ${m}_cv ;;
   fuse)  # issue 11's step 17: step 15's model beside a frozen ImageNet EfficientNet-Lite0 whose probe is fitted on

@@ -13,7 +13,7 @@ can be run again until it is done), and then:
                 out-of-fold predictions, not on one split's, with the screening threshold's 95% range over resampled
                 groups beside the range on one fold's worth of them;
   test          the k models' mean logit, so calibrated, on each source's test files, beside each fold's model alone
-                (its own calibration): what k runs on other data give, and whether their mean beats one of them.
+                (its ROC AUC): what k runs on other data give, and whether their mean beats one of them.
 
 Writes ``DIR/fold<i>/`` (Hub-shaped model folders), ``DIR/splits/`` and ``DIR/crossval.json``.
 """
@@ -27,7 +27,8 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import torch
+from scipy.special import expit
+from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedGroupKFold
 
 from fracture_demo import load
@@ -91,10 +92,13 @@ def scored(sources: list[Source], logits: np.ndarray, kept: list[Sample]) -> dic
             "group": np.array(group_ids(kept, sources))}
 
 
-def held_out(folds: list[list[Source]], out: Path, cache: ImageCache, dealt: set[str]) -> dict:
-    """Validation logits no model trained on: a dealt source's files from the fold model that held them out (``fold``),
-    another source's (its own validation split, held out by every fold; ``fold`` -1) the fold models' mean."""
-    parts, others = [], []
+def score_folds(folds: list[list[Source]], out: Path, cache: ImageCache, dealt: set[str],
+                test: np.ndarray) -> tuple[dict, list[np.ndarray]]:
+    """Each fold model loaded once: the validation logits no model trained on, and every fold's logits on ``test``.
+
+    Validation: a dealt source's files from the fold model that held them out (``fold``), another source's (its own
+    validation split, held out by every fold; ``fold`` -1) the fold models' mean."""
+    parts, others, on_test = [], [], []
     for i, srcs in enumerate(folds):
         clf = load(str(out / f"fold{i}"))
         data = cache.load(split_sources(srcs)[0]["val"])
@@ -102,9 +106,10 @@ def held_out(folds: list[list[Source]], out: Path, cache: ImageCache, dealt: set
         mine = np.array([s.source in dealt for s in data.samples], bool)
         parts.append(scored(srcs, z[mine], [s for s, m in zip(data.samples, mine) if m]) | {"fold": np.full(mine.sum(), i)})
         others.append(scored(srcs, z[~mine], [s for s, m in zip(data.samples, mine) if not m]))
+        on_test.append(predict_logits(clf, test))
     if len(others[0]["y"]):  # the same files in every fold
         parts.append(others[0] | {"z": np.mean([o["z"] for o in others], 0), "fold": np.full(len(others[0]["y"]), -1)})
-    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}, on_test
 
 
 def per_source(y: np.ndarray, p: np.ndarray, source: np.ndarray, group: np.ndarray, threshold: float,
@@ -124,10 +129,6 @@ def per_source(y: np.ndarray, p: np.ndarray, source: np.ndarray, group: np.ndarr
     return out
 
 
-def sigmoid(z: np.ndarray) -> np.ndarray:
-    return 1 / (1 + np.exp(-z))
-
-
 def crossval(sources: list[Source], k: int, out: Path, train_args: list[str], dealt: set[str], seed: int = 0,
              min_sensitivity: float = 0.9, bootstrap: int = 1000, train: bool = True) -> dict:
     if not dealt & {s.name for s in sources}:
@@ -135,28 +136,21 @@ def crossval(sources: list[Source], k: int, out: Path, train_args: list[str], de
     folds = fold_sources(sources, k, out / "splits", dealt, seed)
     if train:
         train_folds(folds, out, train_args)
-    size = load(str(out / "fold0")).image_size
-    cache = ImageCache(size)
-    oof = held_out(folds, out, cache, dealt)
+    cache = ImageCache(load(str(out / "fold0")).image_size)
+    test = cache.load(split_sources(sources)[0]["test"])
+    oof, test_logits = score_folds(folds, out, cache, dealt, test.images)
     t, b = fit_calibration(oof["z"], oof["y"])
-    p_oof = sigmoid(oof["z"] / t + b)
+    p_oof = expit(oof["z"] / t + b)
     points = operating_points(oof["y"], p_oof, oof["source"], min_sensitivity)
     screen = points["screen"]["threshold"]
     one = oof["fold"] <= 0  # what one validation split holds: fold 0 of the dealt sources, the others' own
     spread = {name: np.percentile(threshold_draws(oof["y"][m], p_oof[m], oof["source"][m], oof["group"][m],
                                                   level=min_sensitivity), [2.5, 97.5]).tolist()
               for name, m in (("out_of_fold", np.ones_like(one)), ("one_fold", one))}
-    test = cache.load(split_sources(sources)[0]["test"])
     ref = scored(sources, np.zeros(len(test)), test.samples)
-    alone, logits = {}, []
-    for i in range(k):
-        clf = load(str(out / f"fold{i}"))
-        z = predict_logits(clf, test.images)
-        logits.append(z)
-        p = clf.probability(torch.from_numpy(z)).numpy()
-        alone[f"fold{i}"] = {name: v["roc_auc"] for name, v in
-                             per_source(ref["y"], p, ref["source"], ref["group"], float(clf.config.get("threshold", 0.5)), 0).items()}
-    p_test = sigmoid(np.mean(logits, 0) / t + b)
+    alone = {f"fold{i}": {name: float(roc_auc_score(ref["y"][ref["source"] == name], z[ref["source"] == name]))
+                          for name in dict.fromkeys(ref["source"].tolist())} for i, z in enumerate(test_logits)}
+    p_test = expit(np.mean(test_logits, 0) / t + b)
     return {"folds": k, "seed": seed, "train_args": train_args, "commit": git_commit(),
             "calibration": {"temperature": t, "bias": b}, "operating_points": points, "screen_threshold_95": spread,
             "out_of_fold": per_source(oof["y"], p_oof, oof["source"], oof["group"], screen, bootstrap),
