@@ -29,6 +29,18 @@ from train.operating_points import operating_points, threshold_draws  # noqa: E4
 from train.sources import Source, group_ids, split_sources  # noqa: E402
 
 
+def scored(model: str, sources: list[Source]) -> tuple:
+    """The model, and for its validation and test files: labels, P(fractured), source and bootstrap group of each."""
+    splits, _ = split_sources(sources)
+    clf = load(model)
+    parts = {}
+    for part in ("val", "test"):
+        data = ImageCache(clf.image_size).load(splits[part])
+        p = predict_probabilities(clf, data.images)
+        parts[part] = (data.labels, p, np.array([s.source for s in data.samples]), np.array(group_ids(data.samples, sources)))
+    return clf, parts
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", required=True)
@@ -37,13 +49,7 @@ def main() -> None:
     ap.add_argument("--draws", type=int, default=500)
     args = ap.parse_args()
     sources = [Source.parse(d) for d in args.data]
-    splits, _ = split_sources(sources)
-    clf = load(args.model)
-    parts = {}
-    for part in ("val", "test"):
-        data = ImageCache(clf.image_size).load(splits[part])
-        p = predict_probabilities(clf, data.images)
-        parts[part] = (data.labels, p, np.array([s.source for s in data.samples]), np.array(group_ids(data.samples, sources)))
+    clf, parts = scored(args.model, sources)
     y, p, origin, groups = parts["val"]
     ty, tp, torigin, _ = parts["test"]
     level = asked_sensitivity(clf.operating_points.get(args.point, {}).get("rule", "")) or 0.9

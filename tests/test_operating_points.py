@@ -36,10 +36,28 @@ def test_each_point_holds_on_every_source_and_is_the_tightest_that_does():
     assert min(rates(y[src == s], p[src == s], below)[1] for s in "ab") < 0.9
     pooled = np.quantile(p[y == 1], 0.1)  # the pooled rule misses more than 10% of b's fractures
     assert rates(y[src == "b"], p[src == "b"], pooled)[0] < 0.9 and screen < pooled
-    mean_bal = lambda t: np.mean([sum(rates(y[src == s], p[src == s], t)) / 2 for s in "ab"])  # noqa: E731
-    assert mean_bal(pts["balanced"]["threshold"]) == pytest.approx(max(mean_bal(t) for t in cand))
+    bal = lambda t: [sum(rates(y[src == s], p[src == s], t)) / 2 for s in "ab"]  # noqa: E731
+    assert min(bal(pts["balanced"]["threshold"])) == pytest.approx(max(min(bal(t)) for t in cand))
     assert screen < pts["balanced"]["threshold"] < confirm
     assert "every source" in pts["screen"]["rule"] and "0.9" in pts["screen"]["rule"]
+
+
+def test_the_balanced_point_serves_the_worst_source_not_the_easiest():
+    """An easy source whose negatives crowd one score pulls the mean's best threshold there, past the confirm point,
+    where the hard source's fractures are mostly missed (what step 22's out-of-fold predictions showed)."""
+    rng = np.random.default_rng(0)
+    y = (rng.random(700) < 0.3).astype(int)
+    src = np.array(["easy"] * 400 + ["hard"] * 300)
+    mu = np.where(src == "easy", np.where(y == 1, 2.0, -0.5), np.where(y == 1, -1.0, -2.0))
+    p = 1 / (1 + np.exp(-rng.normal(mu, np.where((src == "easy") & (y == 0), 0.3, 1.0))))
+    bal = lambda t: [sum(rates(y[src == s], p[src == s], t)) / 2 for s in ("easy", "hard")]  # noqa: E731
+    pts = operating_points(y, p, src)
+    chosen, mean_best = pts["balanced"]["threshold"], max(np.unique(p), key=lambda t: np.mean(bal(t)))
+    assert mean_best > pts["confirm"]["threshold"]  # the mean's rule: "balanced" stricter than "confirm"
+    assert pts["screen"]["threshold"] < chosen < pts["confirm"]["threshold"]
+    assert min(bal(chosen)) > min(bal(mean_best)) + 0.04  # the hard source gains what the easy one can spare
+    assert pts["balanced"]["validation"]["hard"]["sensitivity"] > 0.4 > (p[(src == "hard") & (y == 1)] >= mean_best).mean()
+    assert "worst source" in pts["balanced"]["rule"]
 
 
 def test_sources_of_one_class_cannot_place_a_point():
