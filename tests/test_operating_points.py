@@ -42,14 +42,19 @@ def test_each_point_holds_on_every_source_and_is_the_tightest_that_does():
     assert "every source" in pts["screen"]["rule"] and "0.9" in pts["screen"]["rule"]
 
 
-def test_the_balanced_point_serves_the_worst_source_not_the_easiest():
-    """An easy source whose negatives crowd one score pulls the mean's best threshold there, past the confirm point,
-    where the hard source's fractures are mostly missed (what step 22's out-of-fold predictions showed)."""
-    rng = np.random.default_rng(0)
+def easy_and_hard(seed: int = 0):
+    """An easy source whose negatives crowd one score, and a hard one whose fractures score low."""
+    rng = np.random.default_rng(seed)
     y = (rng.random(700) < 0.3).astype(int)
     src = np.array(["easy"] * 400 + ["hard"] * 300)
     mu = np.where(src == "easy", np.where(y == 1, 2.0, -0.5), np.where(y == 1, -1.0, -2.0))
-    p = 1 / (1 + np.exp(-rng.normal(mu, np.where((src == "easy") & (y == 0), 0.3, 1.0))))
+    return y, 1 / (1 + np.exp(-rng.normal(mu, np.where((src == "easy") & (y == 0), 0.3, 1.0)))), src
+
+
+def test_the_balanced_point_serves_the_worst_source_not_the_easiest():
+    """The easy source pulls the mean's best threshold past the confirm point, where the hard source's fractures
+    are mostly missed (what step 22's out-of-fold predictions showed)."""
+    y, p, src = easy_and_hard()
     bal = lambda t: [sum(rates(y[src == s], p[src == s], t)) / 2 for s in ("easy", "hard")]  # noqa: E731
     pts = operating_points(y, p, src)
     chosen, mean_best = pts["balanced"]["threshold"], max(np.unique(p), key=lambda t: np.mean(bal(t)))
@@ -58,6 +63,31 @@ def test_the_balanced_point_serves_the_worst_source_not_the_easiest():
     assert min(bal(chosen)) > min(bal(mean_best)) + 0.04  # the hard source gains what the easy one can spare
     assert pts["balanced"]["validation"]["hard"]["sensitivity"] > 0.4 > (p[(src == "hard") & (y == 1)] >= mean_best).mean()
     assert "worst source" in pts["balanced"]["rule"]
+
+
+def test_bench_compares_the_two_balanced_rules_on_test_with_a_paired_interval():
+    import importlib.util
+    from pathlib import Path
+    spec = importlib.util.spec_from_file_location("balanced_rule", Path(__file__).parents[1] / "bench" / "balanced_rule.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    parts = {part: (*easy_and_hard(seed)[:2], easy_and_hard(seed)[2], np.arange(700).astype(str))
+             for part, seed in (("val", 0), ("test", 1))}
+    y, p, src, _ = parts["val"]
+    out = bench.compare(parts, draws=100)
+    bal = lambda t: [sum(rates(y[src == s], p[src == s], t)) / 2 for s in ("easy", "hard")]  # noqa: E731
+    assert out["mean"]["threshold"] == pytest.approx(max(np.unique(p), key=lambda t: np.mean(bal(t))))
+    assert out["worst"]["threshold"] == operating_points(y, p, src)["balanced"]["threshold"]
+    ty, tp, tsrc, _ = parts["test"]
+    for rule in ("worst", "mean"):
+        t = out[rule]["threshold"]
+        assert out[rule]["test"]["hard"]["sensitivity"] == pytest.approx((tp[(tsrc == "hard") & (ty == 1)] >= t).mean())
+        assert out[rule]["test_worst_balanced"] == pytest.approx(
+            min(sum(rates(ty[tsrc == s], tp[tsrc == s], t)) / 2 for s in ("easy", "hard")))
+        lo, hi = out[rule]["threshold_95"]
+        assert lo <= t <= hi
+    assert out["gain"] == pytest.approx(out["worst"]["test_worst_balanced"] - out["mean"]["test_worst_balanced"])
+    assert out["gain"] > 0.03 and out["gain_95"][0] > 0  # on fresh files of the same hospitals, the worst rule holds
 
 
 def test_sources_of_one_class_cannot_place_a_point():
