@@ -149,6 +149,11 @@ def test_calibrate_refits_config_not_weights(two_sources, tmp_path):
     assert set(points["operating_points"]) == {"screen", "balanced", "confirm"}
     assert points["default_operating_point"] == "screen"  # as its recorded rule asked
     assert points["operating_points"]["screen"]["validation"]["a"]["sensitivity"] == 1.0
+    for made in (cfg, points):  # training and re-placing record how firmly the validation groups pin each point
+        for pt in made["operating_points"].values():
+            lo, hi = pt["threshold_95"]
+            assert 0 <= lo <= hi <= 1
+    assert "95% range over resampled validation groups" in (out / "README.md").read_text()
     one_class = tmp_path / "one_class"  # validation files of one class: nothing is fitted, nothing is written
     for split in ("train", "val", "test"):
         for label in ("fractured", "not fractured"):

@@ -47,7 +47,8 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--data is required (or --prevalence-only)")
     try:
         clf = load(args.model)
-        splits, _ = split_sources([Source.parse(d) for d in args.data])
+        sources = [Source.parse(d) for d in args.data]
+        splits, _ = split_sources(sources)
     except (FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -56,11 +57,11 @@ def main(argv: list[str] | None = None) -> int:
     before = {k: clf.config.get(k) for k in keys}
     if args.points_only:
         asked = args.min_sensitivity or asked_sensitivity(clf.config.get("operating_point", ""))
-        set_operating_points(clf, val, predict_logits(clf, val.images), asked)
+        set_operating_points(clf, val, predict_logits(clf, val.images), asked, sources)
     else:
         if args.views is not None:
             clf.config["views"] = args.views
-        calibrate(clf, val, args.min_sensitivity)
+        calibrate(clf, val, args.min_sensitivity, sources=sources)
     if not clf.operating_points:  # e.g. an official-split twin: its leak-free validation files are 27 copies of one class
         print(f"error: no source's {len(val)} validation files hold both classes: nothing can be fitted or placed; "
               f"{args.model} is left as it was", file=sys.stderr)

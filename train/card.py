@@ -93,6 +93,11 @@ def _copies(sources: dict) -> str:
             + ". The validation choices and the numbers that a report writes are on the original files.") if made else ""
 
 
+def _span(point: dict) -> str:
+    """A point's threshold range over resampled validation groups, where recorded."""
+    return " ({:.2f}-{:.2f})".format(*point["threshold_95"]) if "threshold_95" in point else ""
+
+
 def _points(config: dict) -> str:
     """The operating points' table (``train.operating_points``): one threshold per question, with what each
     promised on every source's validation files."""
@@ -102,10 +107,13 @@ def _points(config: dict) -> str:
     why = {"screen": "a missed fracture costs more than a second look", "balanced": "both errors weighed alike",
            "confirm": "call a fracture only when sure"}
     rows = [f"| {name}{' (default)' * (name == config.get('default_operating_point'))} | {why.get(name, '')} | "
-            f"{pt['threshold']:.3f} | " + "; ".join(f"{src} {v['sensitivity']:.2f} / {v['specificity']:.2f}"
-                                                  for src, v in pt['validation'].items()) + " |"
+            f"{pt['threshold']:.3f}{_span(pt)} | " + "; ".join(f"{src} {v['sensitivity']:.2f} / {v['specificity']:.2f}"
+                                                            for src, v in pt['validation'].items()) + " |"
             for name, pt in points.items()]
-    return ("\n\nOperating points, each chosen on every source's validation files (the app asks which):\n\n"
+    ranged = any("threshold_95" in pt for pt in points.values())
+    return ("\n\nOperating points, each chosen on every source's validation files (the app asks which)"
+            + (" with, in parentheses, the threshold's 95% range over resampled validation groups: how firmly those "
+               "files pin it" if ranged else "") + ":\n\n"
             "| point | for | threshold | validation sensitivity / specificity |\n|---|---|---|---|\n" + "\n".join(rows))
 
 

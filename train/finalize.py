@@ -17,7 +17,7 @@ from fracture_demo import load
 
 from .data import ImageCache, ImageSet, Sample, scan
 from .evaluate import evaluate_set, fit_calibration, headline, predict_logits
-from .operating_points import operating_points
+from .operating_points import operating_points, placed_draws
 from .sources import Source, group_ids
 
 
@@ -35,22 +35,33 @@ def scored_sets(cfg, sources: list[Source], splits: dict[str, list[Sample]]) -> 
     return sets
 
 
-def calibrate(clf, val_set: ImageSet, min_sensitivity: float | None, dev: torch.device | str = "cpu") -> np.ndarray:
+def calibrate(clf, val_set: ImageSet, min_sensitivity: float | None, dev: torch.device | str = "cpu",
+              sources: list[Source] | None = None) -> np.ndarray:
     """Fit calibration (temperature and bias) and the decision threshold on validation files, into ``clf.config``;
     returns the validation files' raw logits."""
     val_logits = predict_logits(clf, val_set.images, device=dev)
     temperature, bias = fit_calibration(val_logits, val_set.labels)
     clf.config.update(temperature=temperature, bias=bias)
     clf.config["calibration_prevalence"] = float(val_set.labels.mean())  # what P(fractured) is true at
-    set_operating_points(clf, val_set, val_logits, min_sensitivity)
+    set_operating_points(clf, val_set, val_logits, min_sensitivity, sources)
     return val_logits
 
 
-def set_operating_points(clf, val_set: ImageSet, val_logits: np.ndarray, min_sensitivity: float | None) -> None:
+def set_operating_points(clf, val_set: ImageSet, val_logits: np.ndarray, min_sensitivity: float | None,
+                         sources: list[Source] | None = None) -> None:
     """Thresholds for each question (``train.operating_points``) from validation files, into ``clf.config``; the
-    default decision is screening where ``min_sensitivity`` is given (a missed fracture costs more), else balanced."""
+    default decision is screening where ``min_sensitivity`` is given (a missed fracture costs more), else balanced.
+    With ``sources`` (their split files name the groups), each point also records ``threshold_95``: its 95% range
+    over resampled validation groups, how firmly those files pin it (a reader's error bar on the threshold)."""
     val_p = clf.probability(torch.from_numpy(val_logits)).numpy()
-    points = operating_points(val_set.labels, val_p, [s.source for s in val_set.samples], min_sensitivity or 0.9)
+    origin = np.array([s.source for s in val_set.samples])
+    points = operating_points(val_set.labels, val_p, origin, min_sensitivity or 0.9)
+    if points and sources is not None:
+        draws = placed_draws(val_set.labels, val_p, origin, np.array(group_ids(val_set.samples, sources)),
+                             min_sensitivity or 0.9)
+        for name, pt in points.items():
+            if len(draws[name]):
+                pt["threshold_95"] = [round(float(x), 4) for x in np.percentile(draws[name], [2.5, 97.5])]
     if not points:  # validation files of one class cannot place a threshold
         for stale in ("operating_points", "default_operating_point"):
             clf.config.pop(stale, None)
@@ -69,7 +80,7 @@ def finalize(cfg, out: Path, cache: ImageCache, splits: dict, sources: list[Sour
     clf = load(out)
     clf.model.to(dev)
     val_set = cache.load(splits["val"])
-    calibrate(clf, val_set, cfg.min_sensitivity, dev)
+    calibrate(clf, val_set, cfg.min_sensitivity, dev, sources)
     temperature, bias = clf.config["temperature"], clf.config["bias"]
     train_hashes = set(cache.load(splits["train"]).hashes)
     results = {"val": evaluate_set(clf, val_set, device=dev)[0]}

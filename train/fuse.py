@@ -104,7 +104,7 @@ def fuse(model_dir: str, sources: list[Source], floor: str = "efficientnet_lite0
 
     clf = build(tuned, floor, floor_size, probe, w, pretrained)
     val = cache.load(splits["val"])
-    p = clf.probability(torch.from_numpy(calibrate(clf, val, min_sensitivity))).numpy()
+    p = clf.probability(torch.from_numpy(calibrate(clf, val, min_sensitivity, sources=sources))).numpy()
     origin = np.array([s.source for s in val.samples])
     results = {"val": compute_metrics(val.labels, p, clf.threshold)} | {
         f"{name} val": compute_metrics(val.labels[origin == name], p[origin == name], clf.threshold)

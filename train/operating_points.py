@@ -72,15 +72,20 @@ def resample_by_source(groups: np.ndarray, origin: np.ndarray, rng: np.random.Ge
     return np.concatenate(idx)
 
 
-def threshold_draws(y: np.ndarray, p: np.ndarray, origin: np.ndarray, groups: np.ndarray, point: str = "screen",
-                    level: float = 0.9, draws: int = 500, seed: int = 0) -> np.ndarray:
-    """The ``point``'s threshold placed again on each of ``draws`` resamples of the validation groups: how far the
+def placed_draws(y: np.ndarray, p: np.ndarray, origin: np.ndarray, groups: np.ndarray, min_sensitivity: float = 0.9,
+                 min_specificity: float = 0.9, draws: int = 500, seed: int = 0) -> dict[str, np.ndarray]:
+    """Each point's threshold placed again on each of ``draws`` resamples of the validation groups: how far the
     files it was chosen on move it (a larger validation set, as cross-validation gives, narrows it)."""
     rng = np.random.default_rng(seed)
-    out = []
+    out: dict[str, list[float]] = {name: [] for name in POINTS}
     for _ in range(draws):
         i = resample_by_source(groups, origin, rng)
-        pts = operating_points(y[i], p[i], origin[i], level, level)
-        if point in pts:
-            out.append(pts[point]["threshold"])
-    return np.array(out)
+        for name, pt in operating_points(y[i], p[i], origin[i], min_sensitivity, min_specificity).items():
+            out[name].append(pt["threshold"])
+    return {name: np.array(v) for name, v in out.items()}
+
+
+def threshold_draws(y: np.ndarray, p: np.ndarray, origin: np.ndarray, groups: np.ndarray, point: str = "screen",
+                    level: float = 0.9, draws: int = 500, seed: int = 0) -> np.ndarray:
+    """One point's ``placed_draws``, its sensitivity or specificity target ``level``."""
+    return placed_draws(y, p, origin, groups, level, level, draws, seed)[point]
