@@ -181,7 +181,9 @@ def point_note(clf) -> str:
         return "its one threshold, chosen on validation data (this model offers no choice of question)"
     seen = "; ".join(f"{src} sensitivity {v['sensitivity']:.2f}, specificity {v['specificity']:.2f}"
                      for src, v in point["validation"].items())
-    return f"the threshold for *{POINTS.get(name, name).lower()}*, chosen on validation data ({seen})"
+    pinned = ("; resampling those validation groups moves it over {:.2f}-{:.2f}".format(*point["threshold_95"])
+              if "threshold_95" in point else "")
+    return f"the threshold for *{POINTS.get(name, name).lower()}*, chosen on validation data ({seen}{pinned})"
 
 
 def sureness(flip_probs: list[float], threshold: float) -> str:

@@ -68,6 +68,7 @@ def test_each_question_decides_at_its_own_threshold(app, zoo, xray):
     for name, text in (("screen", "screening"), ("confirm", "confirming")):
         details = app.predict(xray, "tiny", "gradcam", 0.5, 0, name)[3]
         assert f"*{text}: " in details and f"{points[name]['threshold']:.3f}" in details and "sensitivity" in details
+        assert "moves it over {:.2f}-{:.2f}".format(*points[name]["threshold_95"]) in details  # how firmly it is pinned
     assert zoo.get("tiny").threshold == points[zoo.get("tiny").operating_point]["threshold"]  # the zoo's copy untouched
     assert zoo.get("tiny", "confirm").threshold == points["confirm"]["threshold"]
     assert zoo.get("tiny", None) is zoo.get("tiny")

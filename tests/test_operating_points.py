@@ -131,7 +131,8 @@ def test_every_bundled_model_offers_each_question_and_its_card_says_so():
         assert set(clf.operating_points) == {"screen", "balanced", "confirm"}, folder.name
         assert clf.threshold == clf.operating_points[clf.operating_point]["threshold"], folder.name
         pts = clf.operating_points
-        assert pts["screen"]["threshold"] <= pts["confirm"]["threshold"], folder.name
+        assert pts["screen"]["threshold"] <= pts["balanced"]["threshold"] <= pts["confirm"]["threshold"], folder.name
+        assert all(pt["threshold_95"][0] <= pt["threshold_95"][1] for pt in pts.values()), folder.name
         for v in pts["screen"]["validation"].values():
             assert v["sensitivity"] >= 0.9, folder.name
         assert "| screen" in (folder / "README.md").read_text(), folder.name

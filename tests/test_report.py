@@ -73,7 +73,7 @@ def test_score_key_follows_weights_calibration_and_test_files_not_recorded_score
 def test_operating_points_are_scored_per_test_set_and_tabled():
     y = np.array([1, 1, 1, 1, 0, 0, 0, 0, 0, 0])
     p = np.array([0.9, 0.6, 0.35, 0.2, 0.5, 0.3, 0.1, 0.1, 0.05, 0.4])
-    points = {"screen": {"threshold": 0.3}, "confirm": {"threshold": 0.55}}
+    points = {"screen": {"threshold": 0.3}, "confirm": {"threshold": 0.55, "threshold_95": [0.41, 0.702]}}
     scored = point_scores(y, p, [str(i) for i in range(10)], points, 50)
     assert scored["screen"]["sensitivity"] == 0.75 and scored["screen"]["specificity"] == 0.5
     assert scored["confirm"]["sensitivity"] == 0.5 and scored["confirm"]["specificity"] == 1.0
@@ -84,6 +84,7 @@ def test_operating_points_are_scored_per_test_set_and_tabled():
                          "twin": _row("regnet", "Multi-Region official", {"fracatlas test": {"operating_points": scored}})},
               "meta": {"commit": "abc1234"}}
     rows = operating_points_table(report).splitlines()
-    assert rows[2].startswith("| eff | screen | 0.300 | 0.75 [") and rows[3].startswith("| eff | confirm | 0.550 |")
+    assert rows[2].startswith("| eff | screen | 0.300 | 0.75 [")  # no recorded range: none shown
+    assert rows[3].startswith("| eff | confirm | 0.550 (0.41-0.70) |")
     assert rows[4].startswith("| twin | screen | 0.300 | - | - | 0.75 [")  # its grouped test is seen: not scored
     assert "abc1234" in rows[-1]
