@@ -71,7 +71,7 @@ def test_bench_compares_the_two_balanced_rules_on_test_with_a_paired_interval():
     spec = importlib.util.spec_from_file_location("balanced_rule", Path(__file__).parents[1] / "bench" / "balanced_rule.py")
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
-    parts = {part: (*easy_and_hard(seed)[:2], easy_and_hard(seed)[2], np.arange(700).astype(str))
+    parts = {part: (*easy_and_hard(seed), np.arange(700).astype(str))
              for part, seed in (("val", 0), ("test", 1))}
     y, p, src, _ = parts["val"]
     out = bench.compare(parts, draws=100)

@@ -95,7 +95,7 @@ def _copies(sources: dict) -> str:
 
 def _span(point: dict) -> str:
     """A point's threshold range over resampled validation groups, where recorded."""
-    return " ({:.2f}-{:.2f})".format(*point["threshold_95"]) if "threshold_95" in point else ""
+    return " ({:.2f}-{:.2f})".format(*point["threshold_95"]) if point.get("threshold_95") else ""
 
 
 def _points(config: dict) -> str:
@@ -110,7 +110,7 @@ def _points(config: dict) -> str:
             f"{pt['threshold']:.3f}{_span(pt)} | " + "; ".join(f"{src} {v['sensitivity']:.2f} / {v['specificity']:.2f}"
                                                             for src, v in pt['validation'].items()) + " |"
             for name, pt in points.items()]
-    ranged = any("threshold_95" in pt for pt in points.values())
+    ranged = any(pt.get("threshold_95") for pt in points.values())
     return ("\n\nOperating points, each chosen on every source's validation files (the app asks which)"
             + (" with, in parentheses, the threshold's 95% range over resampled validation groups: how firmly those "
                "files pin it" if ranged else "") + ":\n\n"

@@ -54,11 +54,10 @@ def set_operating_points(clf, val_set: ImageSet, val_logits: np.ndarray, min_sen
     With ``sources`` (their split files name the groups), each point also records ``threshold_95``: its 95% range
     over resampled validation groups, how firmly those files pin it (a reader's error bar on the threshold)."""
     val_p = clf.probability(torch.from_numpy(val_logits)).numpy()
-    origin = np.array([s.source for s in val_set.samples])
-    points = operating_points(val_set.labels, val_p, origin, min_sensitivity or 0.9)
+    origin, level = np.array([s.source for s in val_set.samples]), min_sensitivity or 0.9
+    points = operating_points(val_set.labels, val_p, origin, level)
     if points and sources is not None:
-        draws = placed_draws(val_set.labels, val_p, origin, np.array(group_ids(val_set.samples, sources)),
-                             min_sensitivity or 0.9)
+        draws = placed_draws(val_set.labels, val_p, origin, np.array(group_ids(val_set.samples, sources)), level)
         for name, pt in points.items():
             if len(draws[name]):
                 pt["threshold_95"] = [round(float(x), 4) for x in np.percentile(draws[name], [2.5, 97.5])]

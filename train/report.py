@@ -18,7 +18,7 @@ import numpy as np
 
 from fracture_demo import methods
 
-from .card import _fmt_ci, git_commit, roc_plot, write_model_card
+from .card import _fmt_ci, _span, git_commit, roc_plot, write_model_card
 from .evaluate import headline
 
 #: The original study's accuracy on the official 506-image test split.
@@ -177,7 +177,8 @@ def point_scores(y: np.ndarray, p: np.ndarray, groups: list[str], points: dict, 
     for name, point in points.items():
         t = point["threshold"]
         called = p >= t
-        out[name] = {"threshold": t, "threshold_95": point.get("threshold_95"), "sensitivity": float(called[y == 1].mean()) if (y == 1).any() else float("nan"),
+        out[name] = {"threshold": t, "threshold_95": point.get("threshold_95"),
+                     "sensitivity": float(called[y == 1].mean()) if (y == 1).any() else float("nan"),
                      "specificity": float(1 - called[y == 0].mean()) if (y == 0).any() else float("nan"),
                      "ci95": bootstrap_ci(y, p, groups, t, bootstrap, keys=("sensitivity", "specificity"))}
     return out
@@ -302,9 +303,7 @@ def operating_points_table(report: dict) -> str:
         fa = r["scores"].get("fracatlas test", {}).get("operating_points", {})
         for point in dict.fromkeys([*grouped, *fa]):
             g, f = grouped.get(point), fa.get(point)
-            span = (g or f).get("threshold_95")
-            lines.append(f"| {name} | {point} | {(g or f)['threshold']:.3f}"
-                         f"{' ({:.2f}-{:.2f})'.format(*span) if span else ''} | {cell(g, 'sensitivity')} | "
+            lines.append(f"| {name} | {point} | {(g or f)['threshold']:.3f}{_span(g or f)} | {cell(g, 'sensitivity')} | "
                          f"{cell(g, 'specificity')} | {cell(f, 'sensitivity')} | {cell(f, 'specificity')} |")
     return (head + "\n".join(lines) + "\n\nEach point's threshold was chosen on every source's validation files "
             "(`train.operating_points`): *screen*, the highest whose sensitivity reaches 0.90 on each source; "
