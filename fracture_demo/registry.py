@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Callable, Sequence
 
 import timm
 import torch
+from timm.layers import HybridEmbed
+from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
 from . import methods
@@ -46,6 +49,7 @@ class ModelSpec:
     size_kwarg: str | None = None  # builder argument that sets another input size (None: any size works)
     fixed_size: bool = False  # True: only ``image_size`` works (a flatten into Linear layers)
     cpu_bf16: bool = True  # bf16 autocast trains faster on CPU (measured False for the depthwise-conv nets)
+    variant_of: str | None = None  # the study architecture this one varies: the family it is compared within
 
 
 _REGISTRY: dict[str, ModelSpec] = {}
@@ -69,9 +73,11 @@ def get_spec(name: str) -> ModelSpec:
 
 
 def family(config: dict) -> str:
-    """The family a saved model is compared within (the study's names): its architecture's, or for a model built
-    around another (a fusion, ``train.fuse``) the one its config records."""
-    return config.get("family", config["architecture"])
+    """The family a saved model is compared within (the study's names): for a model built around another (a fusion,
+    ``train.fuse``) the one its config records, for a registered variant (the hybrid ViT) the architecture it
+    varies, else its own architecture."""
+    arch = config["architecture"]
+    return config.get("family") or (_REGISTRY[arch].variant_of if arch in _REGISTRY else None) or arch
 
 
 def resolve_pretrained(name: str, pretrained: str | os.PathLike | None) -> tuple[str | None, str]:
@@ -189,6 +195,29 @@ register(ModelSpec(
     "vit", "Vision Transformer", "timm vit_tiny_patch16_224 (ViT-Ti/16, 5.5M).",
     _timm("vit_tiny_patch16_224"), mean=HALF, std=HALF, kind="vit", cam_layer=lambda m: m.blocks[-1].norm1,
     hub_weights="vit_tiny_patch16_224.augreg_in21k_ft_in1k", explain_methods=methods.VIT, size_kwarg="img_size"))
+
+
+def _vit_hybrid(source: str | None, img_size: int = 224, depth: int = 6, **kwargs) -> nn.Module:
+    """The ViT paper's hybrid (Dosovitskiy et al., section 3.1): ViT-Ti's width and heads over the first five
+    blocks of EfficientNet-Lite0 (stride 16, 112 channels, a 14 x 14 token grid at 224 px, as ViT-Ti/16's).
+
+    Why: no ImageNet ViT weights exist offline, and a transformer trained from scratch on a few thousand radiographs
+    stays near chance on another hospital's; here its tokens start as ImageNet features. ``source`` loads the
+    CNN's ImageNet weights into that stem; the transformer starts from timm's init.
+    """
+    cnn_kw = {} if source is None else {"pretrained": True, **({} if source == "hub" else {"pretrained_cfg_overlay": {"file": source}})}
+    cnn = timm.create_model("tf_efficientnet_lite0", num_classes=0, **cnn_kw)
+    stem = nn.Sequential(cnn.conv_stem, cnn.bn1, *cnn.blocks[:5])
+    return VisionTransformer(img_size=img_size, patch_size=1, embed_layer=partial(HybridEmbed, backbone=stem),
+                             embed_dim=192, depth=depth, num_heads=3, num_classes=1, **kwargs)
+
+
+register(ModelSpec(
+    "vit_hybrid", "Vision Transformer", "ViT-Ti width (192, 3 heads), 6 blocks, over EfficientNet-Lite0's first five "
+    "blocks (stride 16) from a local ImageNet file: the ViT paper's hybrid (3.4M).",
+    _vit_hybrid, mean=HALF, std=HALF, kind="vit", cam_layer=lambda m: m.blocks[-1].norm1,
+    hub_weights="tf_efficientnet_lite0.in1k", local_file="tf_efficientnet_lite0.safetensors", local_norm=(HALF, HALF),
+    explain_methods=methods.VIT, size_kwarg="img_size", variant_of="vit"))
 register(ModelSpec(
     "swin", "Swin Transformer", "Swin-T layout (depths 2-2-6-2, window 7) at embed dim 48 (6.9M).",
     _timm("swin_tiny_patch4_window7_224", embed_dim=48, num_heads=(2, 4, 8, 16)), kind="swin",

@@ -69,3 +69,24 @@ def test_fixed_size_model_refuses_other_sizes():
         fd.FractureClassifier.new("custom_cnn", image_size=128)
     vit = fd.FractureClassifier.new("vit", image_size=96)
     assert vit.model(torch.randn(1, 3, 96, 96)).shape == (1, 1)
+
+
+def test_vit_hybrid_tokens_start_as_imagenet_features_and_count_as_vit():
+    """The hybrid's stem is EfficientNet-Lite0's ImageNet start (block for block), its tokens form ViT-Ti/16's grid,
+    attention rollout explains it, and comparisons file it under the study's ViT family."""
+    try:
+        resolve_pretrained("vit_hybrid", "local")
+    except FileNotFoundError:
+        pytest.skip("../shared/pretrained is not beside this checkout")
+    hybrid, cnn = fd.create_model("vit_hybrid", pretrained="local"), fd.create_model("efficientnet_lite0", pretrained="local")
+    stem = hybrid.patch_embed.backbone
+    assert torch.equal(stem[0].weight, cnn.conv_stem.weight)
+    assert torch.equal(stem[-1][-1].conv_pwl.weight, cnn.blocks[4][-1].conv_pwl.weight), "the fifth block is ImageNet's"
+    assert not torch.equal(fd.create_model("vit_hybrid").patch_embed.backbone[0].weight, cnn.conv_stem.weight)
+    assert hybrid.patch_embed.grid_size == (14, 14)
+    assert fd.family({"architecture": "vit_hybrid"}) == "vit" and fd.family({"architecture": "regnet"}) == "regnet"
+    clf = fd.FractureClassifier.new("vit_hybrid", image_size=128)
+    assert clf.model.patch_embed.grid_size == (8, 8)
+    img = (np.random.default_rng(1).random((150, 170)) * 255).astype(np.uint8)
+    heat = clf.explain(img, "attention_rollout").heatmap
+    assert heat.shape == img.shape and heat.max() == pytest.approx(1.0, abs=1e-3) and heat.min() >= 0
