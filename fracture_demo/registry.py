@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 from typing import Callable, Sequence
 
 import timm
 import torch
 from timm.layers import HybridEmbed
+from timm.models.swin_transformer import SwinTransformer
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
@@ -197,19 +197,37 @@ register(ModelSpec(
     hub_weights="vit_tiny_patch16_224.augreg_in21k_ft_in1k", explain_methods=methods.VIT, size_kwarg="img_size"))
 
 
-def _vit_hybrid(source: str | None, img_size: int = 224, depth: int = 6, **kwargs) -> nn.Module:
-    """The ViT paper's hybrid (Dosovitskiy et al., section 3.1): ViT-Ti's width and heads over the first five
-    blocks of EfficientNet-Lite0 (stride 16, 112 channels, a 14 x 14 token grid at 224 px, as ViT-Ti/16's).
+def _lite0_stem(source: str | None) -> nn.Module:
+    """EfficientNet-Lite0's stem and first five blocks (stride 16, 112 channels): the hybrids' patch embedding.
 
-    Why: no ImageNet ViT weights exist offline, and a transformer trained from scratch on a few thousand radiographs
-    stays near chance on another hospital's; here its tokens start as ImageNet features. ``source`` loads the
-    CNN's ImageNet weights into that stem; the transformer starts from timm's init.
+    Why: no ImageNet ViT or Swin weights exist offline, and a transformer trained from scratch on a few thousand
+    radiographs stays near chance on another hospital's; over this stem its tokens start as ImageNet features.
+    ``source`` loads the CNN's ImageNet weights; without it the stem starts random, as the transformer always does.
     """
     cnn_kw = {} if source is None else {"pretrained": True, **({} if source == "hub" else {"pretrained_cfg_overlay": {"file": source}})}
     cnn = timm.create_model("tf_efficientnet_lite0", num_classes=0, **cnn_kw)
-    stem = nn.Sequential(cnn.conv_stem, cnn.bn1, *cnn.blocks[:5])
-    return VisionTransformer(img_size=img_size, patch_size=1, embed_layer=partial(HybridEmbed, backbone=stem),
+    return nn.Sequential(cnn.conv_stem, cnn.bn1, *cnn.blocks[:5])
+
+
+def _hybrid_embed(stem: nn.Module) -> Callable[..., nn.Module]:
+    """timm's ``HybridEmbed`` over ``stem``, taking (and ignoring: the stem ends in BatchNorm) the norm Swin passes."""
+    def embed(norm_layer=None, **kwargs) -> nn.Module:
+        return HybridEmbed(backbone=stem, **kwargs)
+    return embed
+
+
+def _vit_hybrid(source: str | None, img_size: int = 224, depth: int = 6, **kwargs) -> nn.Module:
+    """The ViT paper's hybrid (Dosovitskiy et al., section 3.1): ViT-Ti's width and heads over ``_lite0_stem``,
+    a 14 x 14 token grid at 224 px, as ViT-Ti/16's."""
+    return VisionTransformer(img_size=img_size, patch_size=1, embed_layer=_hybrid_embed(_lite0_stem(source)),
                              embed_dim=192, depth=depth, num_heads=3, num_classes=1, **kwargs)
+
+
+def _swin_hybrid(source: str | None, img_size: int = 224, **kwargs) -> nn.Module:
+    """The same for Swin: the bundled Swin's last two stages (6 blocks at 192 wide, 8 heads; 2 at 384, 16 heads;
+    window 7) over ``_lite0_stem`` in place of its first two, which see stride 4 and 8."""
+    return SwinTransformer(img_size=img_size, patch_size=1, embed_layer=_hybrid_embed(_lite0_stem(source)),
+                           embed_dim=192, depths=(6, 2), num_heads=(8, 16), window_size=7, num_classes=1, **kwargs)
 
 
 register(ModelSpec(
@@ -218,6 +236,12 @@ register(ModelSpec(
     _vit_hybrid, mean=HALF, std=HALF, kind="vit", cam_layer=lambda m: m.blocks[-1].norm1,
     hub_weights="tf_efficientnet_lite0.in1k", local_file="tf_efficientnet_lite0.safetensors", local_norm=(HALF, HALF),
     explain_methods=methods.VIT, size_kwarg="img_size", variant_of="vit"))
+register(ModelSpec(
+    "swin_hybrid", "Swin Transformer", "The bundled Swin's last two stages (depths 6-2, dims 192-384, window 7) over "
+    "EfficientNet-Lite0's first five blocks (stride 16) from a local ImageNet file, in place of its first two.",
+    _swin_hybrid, mean=HALF, std=HALF, kind="swin", cam_layer=lambda m: m.layers[-1].blocks[-1].norm1,
+    hub_weights="tf_efficientnet_lite0.in1k", local_file="tf_efficientnet_lite0.safetensors", local_norm=(HALF, HALF),
+    explain_methods=methods.SWIN, size_kwarg="img_size", variant_of="swin"))
 register(ModelSpec(
     "swin", "Swin Transformer", "Swin-T layout (depths 2-2-6-2, window 7) at embed dim 48 (6.9M).",
     _timm("swin_tiny_patch4_window7_224", embed_dim=48, num_heads=(2, 4, 8, 16)), kind="swin",

@@ -19,7 +19,7 @@
 #   scripts/train_zoo.sh fuse DATA OUT           # the default (INIT) fused with a frozen ImageNet EfficientNet-Lite0's probe
 #   scripts/train_zoo.sh seeds DATA OUT          # one recipe (MobileNetV3, fixed epochs) over SEEDS: what a seed alone moves
 #   scripts/train_zoo.sh crossval DATA OUT       # the same recipe over FOLDS of FracAtlas's groups (train.crossval)
-#   scripts/train_zoo.sh hybrid DATA OUT         # the ViT family as the ViT paper's hybrid: its tokens from ImageNet CNN stages
+#   scripts/train_zoo.sh hybrid DATA OUT         # ViT and Swin as the ViT paper's hybrids: their tokens from ImageNet CNN stages
 #   scripts/train_zoo.sh bundle DATA OUT         # copy the chosen runs into assets/models (then: train.calibrate, guard, report)
 # DATA: Kaggle-layout folder with grouped_split.csv (python -m train.audit); OUT: parent of model folders.
 # ViT and Swin distil from OUT/$TEACHER (default efficientnet_lite0), as DeiT did; train it first.
@@ -188,10 +188,11 @@ case $stage in
     # step 18: MobileNetV3 (the both stage's run) beside its own frozen ImageNet MobileNetV3-small, the same way
     python -m train.fuse --model "$out/mobilenetv3" --floor mobilenetv3 --out "$out/mobilenetv3_fusion" \
       "${sources[@]}" --probe-sources fracatlas,bone-fracture --choose-on fracatlas --min-sensitivity 0.9 ;;
-  hybrid)  # issue 11's rung for the ViT family: the same transformer width over ImageNet CNN features (the ViT paper's
-    # hybrid, registry vit_hybrid): both sources, the both stage's recipe from ImageNet (the stem; the transformer from
-    # timm's init), 224 px, BUDGET minutes; kept over the from-scratch vit only if FracAtlas validation prefers it
-    EPOCHS=${EPOCHS:-12} both vit_hybrid vit_hybrid ${BUDGET:-40} --pretrained local --balance source ;;
+  hybrid)  # issue 11's rung for the transformer families: their blocks over ImageNet CNN features (the ViT paper's
+    # hybrid; registry vit_hybrid, swin_hybrid): both sources, the both stage's recipe from ImageNet (the stem; the
+    # transformer from timm's init), 224 px, BUDGET minutes each; each kept over its from-scratch model only if
+    # FracAtlas validation prefers it (python -m train.choose)
+    for m in ${MODELS:-vit_hybrid swin_hybrid}; do EPOCHS=${EPOCHS:-12} both $m $m ${BUDGET:-40} --pretrained local --balance source; done ;;
   bundle)  # the app's models: each run's folder (weights, config, card, plots; never .train_state) into assets/models.
     # DEFAULT_RUN: the EfficientNet-Lite0 run validation data chose (sampling, resolution); its Multi-Region-only
     # predecessor stays as efficientnet_lite0_multiregion, the FracAtlas-only one as efficientnet_lite0_fracatlas
@@ -200,6 +201,6 @@ case $stage in
     copy "${DEFAULT_RUN:-efficientnet_lite0_fusion}" "${DEFAULT_RUN:-efficientnet_lite0_fusion}"
     copy efficientnet_lite0_fracatlas efficientnet_lite0_fracatlas
     copy regnet_both_320_box0 regnet  # the both stage's RegNet fine-tuned on at 320 px (guide: MODEL=regnet BOX_WEIGHTS=0 INIT=$out/regnet)
-    for m in mobilenetv3_fusion custom_cnn wide_resnet vgg19 vit swin; do copy $m $m; done ;;
+    for m in mobilenetv3_fusion custom_cnn wide_resnet vgg19 vit_hybrid swin; do copy $m $m; done ;;  # vit_hybrid: step 24
   *) echo "usage: $0 cpu|gpu|transformers|official|balance|guard|sampling|both|resolution|longer|lowlr|lpft|lpftld|ema|guide|gpures|fuse|hybrid|bundle DATA OUT" >&2; exit 2 ;;
 esac

@@ -153,7 +153,8 @@ def write_model_card(out: Path, config: dict, metrics: dict) -> None:
     arch, tr, data = config["architecture"], config.get("training", {}), config.get("data", {})
     from fracture_demo import family, get_spec
     spec, fam = get_spec(arch), family(config)  # a fusion's family: its fine-tuned branch's
-    title = spec.family if fam == arch else f"{get_spec(fam).family} in a {spec.family.lower()}"
+    shown = get_spec(fam).family  # a variant of a family (the hybrid ViT) is titled as that family
+    title = spec.family if shown == spec.family else f"{shown} in a {spec.family.lower()}"
     rows = []
     for name, m in metrics["results"].items():
         rows.append(f"| {name} | {m['n']} | {_fmt_ci(m, 'accuracy')} | {_fmt_ci(m, 'balanced_accuracy')} | "
