@@ -201,6 +201,6 @@ case $stage in
     copy "${DEFAULT_RUN:-efficientnet_lite0_fusion}" "${DEFAULT_RUN:-efficientnet_lite0_fusion}"
     copy efficientnet_lite0_fracatlas efficientnet_lite0_fracatlas
     copy regnet_both_320_box0 regnet  # the both stage's RegNet fine-tuned on at 320 px (guide: MODEL=regnet BOX_WEIGHTS=0 INIT=$out/regnet)
-    for m in mobilenetv3_fusion custom_cnn wide_resnet vgg19 vit_hybrid swin; do copy $m $m; done ;;  # vit_hybrid: step 24
+    for m in mobilenetv3_fusion custom_cnn wide_resnet vgg19 vit_hybrid swin_hybrid; do copy $m $m; done ;;  # the hybrids: step 24
   *) echo "usage: $0 cpu|gpu|transformers|official|balance|guard|sampling|both|resolution|longer|lowlr|lpft|lpftld|ema|guide|gpures|fuse|hybrid|bundle DATA OUT" >&2; exit 2 ;;
 esac

@@ -301,4 +301,4 @@ def test_about_shows_one_model_card_at_a_time():
     assert picker.value == zoo.default and card.value.strip() == cards[zoo.default].strip()
     assert not any(isinstance(b, gr.Accordion) for b in demo.blocks.values())
     change = next(d for d in demo.fns.values() if d.inputs == [picker] and d.outputs == [card])
-    assert change.fn("vit") == cards["vit"]
+    assert change.fn("vit_hybrid") == cards["vit_hybrid"]

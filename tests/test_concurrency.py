@@ -18,8 +18,8 @@ from tests.test_app import _free_port
 IMAGES = [str(p) for p in real_radiographs()]
 POINTS = ("screen", "confirm", "balanced")  # copies of a model at another threshold share its modules: under load too
 JOBS = [(img, model, method, POINTS[(i + k) % 3]) for i, img in enumerate(IMAGES)
-        for k, (model, method) in enumerate((("efficientnet_lite0_fusion", "gradcam"), ("vit", "attention_rollout"),
-                                             ("swin", "gradcam++")))]
+        for k, (model, method) in enumerate((("efficientnet_lite0_fusion", "gradcam"), ("vit_hybrid", "attention_rollout"),
+                                             ("swin_hybrid", "gradcam++")))]
 pytestmark = pytest.mark.skipif(len(IMAGES) < 8, reason="the shared data sets (../shared/data) are not present")
 
 
@@ -27,7 +27,7 @@ pytestmark = pytest.mark.skipif(len(IMAGES) < 8, reason="the shared data sets (.
 def served():
     from gradio_client import Client
     # as app.py serves: each model computes two requests at once (one copy of its modules each)
-    zoo = ModelZoo([e for e in discover() if e.name in ("efficientnet_lite0_fusion", "vit", "swin")], replicas=2)
+    zoo = ModelZoo([e for e in discover() if e.name in ("efficientnet_lite0_fusion", "vit_hybrid", "swin_hybrid")], replicas=2)
     demo = build_app(zoo)
     port = _free_port()
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
