@@ -29,6 +29,9 @@ def test_every_study_family_is_bundled_within_size_limits():
         assert not list(f.glob("*.bin")) and not list(f.glob("*.pt")) and not (f / ".train_state").exists()
         card, sources = (f / "README.md").read_text(), json.loads((f / "config.json").read_text())["data"].get("sources")
         assert "Not a medical device" in card
+        spec = fd.get_spec(json.loads((f / "config.json").read_text())["architecture"])
+        if spec.variant_of:  # a hybrid is titled as the study family it varies, not "ViT in a vision transformer"
+            assert f"classifier: {spec.family} (`{spec.name}`)" in card
         names = set(sources) if sources else {"bone-fracture"}  # one-folder runs trained on the Multi-Region set
         assert "ODC-By" in card or "bone-fracture" not in names, "credits the Multi-Region set"
         assert "CC BY 4.0" in card or "fracatlas" not in names, "credits FracAtlas"

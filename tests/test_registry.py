@@ -71,7 +71,6 @@ def test_fixed_size_model_refuses_other_sizes():
     assert vit.model(torch.randn(1, 3, 96, 96)).shape == (1, 1)
 
 
-
 @pytest.mark.parametrize("name, method", [("vit_hybrid", "attention_rollout"), ("swin_hybrid", "gradcam")])
 def test_hybrid_tokens_start_as_imagenet_features_and_count_as_their_family(name, method):
     """A hybrid's stem is EfficientNet-Lite0's ImageNet start (block for block), its tokens form ViT-Ti/16's grid,
