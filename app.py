@@ -14,7 +14,7 @@ import gradio as gr
 import numpy as np
 import torch
 
-from fracture_demo import ImageError, decode_image, get_spec
+from fracture_demo import ImageError, decode_image, get_spec, threshold_range
 from fracture_demo import methods, prevalence as pretest
 from fracture_demo.explain import heatmap_image, overlay
 from fracture_demo.imaging import DISPLAY_SIDE
@@ -181,8 +181,8 @@ def point_note(clf) -> str:
         return "its one threshold, chosen on validation data (this model offers no choice of question)"
     seen = "; ".join(f"{src} sensitivity {v['sensitivity']:.2f}, specificity {v['specificity']:.2f}"
                      for src, v in point["validation"].items())
-    pinned = ("; resampling those validation groups moves it over {:.2f}-{:.2f}".format(*point["threshold_95"])
-              if "threshold_95" in point else "")
+    span = threshold_range(point)
+    pinned = f"; resampling those validation groups moves it over {span}" if span else ""
     return f"the threshold for *{POINTS.get(name, name).lower()}*, chosen on validation data ({seen}{pinned})"
 
 

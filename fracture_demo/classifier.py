@@ -281,6 +281,13 @@ class FractureClassifier:
                            probs if len(probs) > 1 else self.flip_probabilities(decoded))
 
 
+def threshold_range(point: dict) -> str | None:
+    """Where an operating point's threshold moves when its validation groups are resampled (95%, "lo-hi"), if
+    recorded: the app's decision, the cards and the report word that spread alike."""
+    span = point.get("threshold_95")
+    return "{:.2f}-{:.2f}".format(*span) if span else None
+
+
 def load(folder_or_id: str | os.PathLike, revision: str | None = None) -> FractureClassifier:
     """Load a trained model from a local folder or a Hub id (one code path)."""
     return FractureClassifier.from_pretrained(folder_or_id, revision)

@@ -191,8 +191,10 @@ case $stage in
   hybrid)  # issue 11's rung for the transformer families: their blocks over ImageNet CNN features (the ViT paper's
     # hybrid; registry vit_hybrid, swin_hybrid): both sources, the both stage's recipe from ImageNet (the stem; the
     # transformer from timm's init), 224 px, BUDGET minutes each; each kept over its from-scratch model only if
-    # FracAtlas validation prefers it (python -m train.choose)
-    for m in ${MODELS:-vit_hybrid swin_hybrid}; do EPOCHS=${EPOCHS:-12} both $m $m ${BUDGET:-40} --pretrained local --balance source; done ;;
+    # FracAtlas validation prefers it (python -m train.choose). STEM: a file from python -m train.backbone (the
+    # stem from a model already fine-tuned on radiographs, not ImageNet), its runs in folders ending _tunedstem
+    for m in ${MODELS:-vit_hybrid swin_hybrid}; do
+      EPOCHS=${EPOCHS:-12} both $m $m${STEM:+_tunedstem} ${BUDGET:-40} --pretrained "${STEM:-local}" --balance source; done ;;
   bundle)  # the app's models: each run's folder (weights, config, card, plots; never .train_state) into assets/models.
     # DEFAULT_RUN: the EfficientNet-Lite0 run validation data chose (sampling, resolution); its Multi-Region-only
     # predecessor stays as efficientnet_lite0_multiregion, the FracAtlas-only one as efficientnet_lite0_fracatlas

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 import fracture_demo as fd
 from fracture_demo.imaging import normalize
 from train.__main__ import main as train_main
+from train.backbone import main as backbone_main
 from train.fuse import WEIGHTS, build, choose_weight, main as fuse_main
 
 
@@ -94,3 +95,18 @@ def test_paired_gain_interval_resamples_whole_groups():
     assert paired_auc_gain_ci(y, base, one_group, singles, n=200)[0] > 0, "40 independent files: a gain"
     lo, hi = paired_auc_gain_ci(y, base, one_group, ["copies"] * 40 + singles[40:], n=200)
     assert lo <= 0 < hi, "the same 40 as copies of one radiograph: no evidence"
+
+
+def test_backbone_file_starts_a_hybrid_stem_from_the_fusions_tuned_branch(tmp_path):
+    """``python -m train.backbone`` writes a fusion's tuned CNN (not its frozen floor) as the file ``--pretrained``
+    loads: a hybrid built from it starts with those weights, block for block."""
+    torch.manual_seed(0)
+    tuned = fd.FractureClassifier.new("efficientnet_lite0", image_size=64)
+    probe = {"weight": np.zeros(fd.create_model("efficientnet_lite0").num_features), "bias": 0.0, "temperature": 1.0}
+    build(tuned, "efficientnet_lite0", 48, probe, 0.25, pretrained="none").save_pretrained(tmp_path / "fused")
+    out = tmp_path / "stem.safetensors"
+    backbone_main(["--model", str(tmp_path / "fused"), "--out", str(out)])
+    stem = fd.create_model("vit_hybrid", pretrained=str(out)).patch_embed.backbone
+    assert torch.equal(stem[0].weight, tuned.model.conv_stem.weight)
+    assert torch.equal(stem[-1][-1].conv_pwl.weight, tuned.model.blocks[4][-1].conv_pwl.weight)
+    assert not torch.equal(stem[0].weight, fd.load(tmp_path / "fused").model.floor.conv_stem.weight)

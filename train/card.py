@@ -14,7 +14,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from sklearn.metrics import roc_curve  # noqa: E402
 
-from fracture_demo.classifier import LABELS  # noqa: E402
+from fracture_demo.classifier import LABELS, threshold_range  # noqa: E402
 
 DATASET_CREDIT = (
     "Bone Fracture Multi-Region X-ray Data (Kaggle, bmadushanirodrigo), which merges Bone Break Classifier "
@@ -94,8 +94,9 @@ def _copies(sources: dict) -> str:
 
 
 def _span(point: dict) -> str:
-    """A point's threshold range over resampled validation groups, where recorded."""
-    return " ({:.2f}-{:.2f})".format(*point["threshold_95"]) if point.get("threshold_95") else ""
+    """A point's threshold range over resampled validation groups, in brackets, where recorded."""
+    span = threshold_range(point)
+    return f" ({span})" if span else ""
 
 
 def _points(config: dict) -> str:
