@@ -12,6 +12,7 @@ from typing import Callable, Sequence
 
 import timm
 import torch
+from safetensors import safe_open
 from timm.layers import HybridEmbed
 from timm.models.swin_transformer import SwinTransformer
 from timm.models.vision_transformer import VisionTransformer
@@ -100,7 +101,17 @@ def resolve_pretrained(name: str, pretrained: str | os.PathLike | None) -> tuple
         path = path / spec.local_file
     if not path.is_file():
         raise FileNotFoundError(f"{name}: pretrained weights not found at {path}")
-    return str(path), f"file:{path.name}"
+    return str(path), f"file:{path.name}" + _weights_origin(path)
+
+
+def _weights_origin(path: Path) -> str:
+    """The " (ARCH from FOLDER)" of a file ``train.backbone`` wrote from a zoo model, so a card names what it started
+    from; other files (ImageNet's) add nothing. Reads the safetensors header only."""
+    if path.suffix != ".safetensors":
+        return ""
+    with safe_open(str(path), "pt") as f:
+        meta = f.metadata() or {}
+    return f" ({meta['architecture']} from {meta['source']})" if {"architecture", "source"} <= meta.keys() else ""
 
 
 def data_config(name: str, pretrained: str | os.PathLike | None = None, image_size: int | None = None) -> dict:

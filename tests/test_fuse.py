@@ -110,3 +110,5 @@ def test_backbone_file_starts_a_hybrid_stem_from_the_fusions_tuned_branch(tmp_pa
     assert torch.equal(stem[0].weight, tuned.model.conv_stem.weight)
     assert torch.equal(stem[-1][-1].conv_pwl.weight, tuned.model.blocks[4][-1].conv_pwl.weight)
     assert not torch.equal(stem[0].weight, fd.load(tmp_path / "fused").model.floor.conv_stem.weight)
+    assert fd.registry.resolve_pretrained("vit_hybrid", str(out))[1] == (
+        f"file:stem.safetensors (efficientnet_lite0 from {tmp_path / 'fused'})"), "the card names what the stem came from"
