@@ -131,7 +131,7 @@ class FractureApp:
         if len(probs) > 1:
             agreement += (f" The mean shows how far the models agree; it is not a better answer than {self.zoo.default} "
                           f"alone (on validation radiographs no mean of the app's models ranked FracAtlas fractures "
-                          f"better: docs/ladder.md, *Choices that cost no training*).")
+                          f"better by the ladder's margin of 0.01: docs/ladder.md, *Choices that cost no training*).")
         warning = self.zoo.radiograph_warning(decoded)
         if warning:
             agreement = f"⚠️ {warning[0].upper()}{warning[1:]}: no model's decision stands.\n\n{agreement}"
