@@ -27,9 +27,10 @@ def test_every_study_family_is_bundled_within_size_limits():
     assert max(sizes.values()) <= 50 * 2**20 and bundle <= 150e6
     for f in folders.values():
         assert not list(f.glob("*.bin")) and not list(f.glob("*.pt")) and not (f / ".train_state").exists()
-        card, sources = (f / "README.md").read_text(), json.loads((f / "config.json").read_text())["data"].get("sources")
+        card, config = (f / "README.md").read_text(), json.loads((f / "config.json").read_text())
+        sources = config["data"].get("sources")
         assert "Not a medical device" in card
-        spec = fd.get_spec(json.loads((f / "config.json").read_text())["architecture"])
+        spec = fd.get_spec(config["architecture"])
         if spec.variant_of:  # a hybrid is titled as the study family it varies, not "ViT in a vision transformer"
             assert f"classifier: {spec.family} (`{spec.name}`)" in card
         names = set(sources) if sources else {"bone-fracture"}  # one-folder runs trained on the Multi-Region set

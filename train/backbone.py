@@ -20,9 +20,8 @@ def backbone_state(folder: str | Path) -> tuple[str, dict]:
     """(timm architecture, state dict) of the CNN in a zoo folder: a fusion's tuned branch, else the model."""
     clf = fd.load(folder)
     model = clf.unwrapped
-    arch = clf.config.get("model_kwargs", {}).get("tuned", clf.arch) if clf.arch == "fusion" else clf.arch
-    net = model.tuned if clf.arch == "fusion" else model
-    return arch, {k: v.detach().clone().contiguous() for k, v in net.state_dict().items()}
+    net, arch = (model.tuned, model.tuned_arch) if clf.arch == "fusion" else (model, clf.arch)
+    return arch, {k: v.clone().contiguous() for k, v in net.state_dict().items()}
 
 
 def main(argv: list[str] | None = None) -> None:
