@@ -6,6 +6,7 @@ the evaluator) never special-case an architecture; everything that differs lives
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -112,6 +113,13 @@ def _weights_origin(path: Path) -> str:
     with safe_open(str(path), "pt") as f:
         meta = f.metadata() or {}
     return f" ({meta['architecture']} from {meta['source']})" if {"architecture", "source"} <= meta.keys() else ""
+
+
+def backbone_source(label: str | None) -> str | None:
+    """The zoo folder a ``train.backbone`` file came from, read back from the label ``_weights_origin`` wrote (None
+    for any other start), so a card can print the command that makes the file."""
+    found = re.fullmatch(r"file:\S+ \(\S+ from (\S+)\)", label or "")
+    return found and found.group(1)
 
 
 def data_config(name: str, pretrained: str | os.PathLike | None = None, image_size: int | None = None) -> dict:

@@ -20,6 +20,7 @@
 #   scripts/train_zoo.sh seeds DATA OUT          # one recipe (MobileNetV3, fixed epochs) over SEEDS: what a seed alone moves
 #   scripts/train_zoo.sh crossval DATA OUT       # the same recipe over FOLDS of FracAtlas's groups (train.crossval)
 #   scripts/train_zoo.sh hybrid DATA OUT         # ViT and Swin as the ViT paper's hybrids: their tokens from ImageNet CNN stages
+#   scripts/train_zoo.sh distil DATA OUT         # the from-scratch CNNs trained on, distilled from the default (TEACHER_DIR)
 #   scripts/train_zoo.sh bundle DATA OUT         # copy the chosen runs into assets/models (then: train.calibrate, guard, report)
 # DATA: Kaggle-layout folder with grouped_split.csv (python -m train.audit); OUT: parent of model folders.
 # ViT and Swin distil from OUT/$TEACHER (default efficientnet_lite0), as DeiT did; train it first.
@@ -195,6 +196,13 @@ case $stage in
     # stem from a model already fine-tuned on radiographs, not ImageNet), its runs in folders ending _tunedstem
     for m in ${MODELS:-vit_hybrid swin_hybrid}; do
       EPOCHS=${EPOCHS:-12} both $m $m${STEM:+_tunedstem} ${BUDGET:-40} --pretrained "${STEM:-local}" --balance source; done ;;
+  distil)  # issue 11's rung for the from-scratch families (no ImageNet weights exist offline for them): each bundled
+    # both-sources model (5 minutes, distilled from step 3's EfficientNet-Lite0) trained on for BUDGET minutes,
+    # distilled (DeiT-style) from TEACHER_DIR, the app's default; runs in folders ending _distil
+    for m in ${FAMILIES:-custom_cnn wide_resnet vgg19}; do
+      both $m ${m}_distil ${BUDGET:-40} --balance source --init-from "${INIT_DIR:-assets/models}/$m" \
+        --teacher "${TEACHER_DIR:-assets/models/efficientnet_lite0_fusion}"
+    done ;;
   bundle)  # the app's models: each run's folder (weights, config, card, plots; never .train_state) into assets/models.
     # DEFAULT_RUN: the EfficientNet-Lite0 run validation data chose (sampling, resolution); its Multi-Region-only
     # predecessor stays as efficientnet_lite0_multiregion, the FracAtlas-only one as efficientnet_lite0_fracatlas

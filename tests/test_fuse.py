@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from safetensors.torch import save_file
 
 import fracture_demo as fd
 from fracture_demo.imaging import normalize
@@ -112,3 +113,8 @@ def test_backbone_file_starts_a_hybrid_stem_from_the_fusions_tuned_branch(tmp_pa
     assert not torch.equal(stem[0].weight, fd.load(tmp_path / "fused").model.floor.conv_stem.weight)
     assert fd.registry.resolve_pretrained("vit_hybrid", str(out))[1] == (
         f"file:stem.safetensors (efficientnet_lite0 from {tmp_path / 'fused'})"), "the card names what the stem came from"
+    label = fd.registry.resolve_pretrained("vit_hybrid", str(out))[1]
+    assert fd.registry.backbone_source(label) == str(tmp_path / "fused"), "and the card's command can make the file"
+    imagenet = tmp_path / "imagenet.safetensors"
+    save_file({"w": torch.zeros(1)}, str(imagenet))
+    assert fd.registry.backbone_source(fd.registry.resolve_pretrained("vit_hybrid", str(imagenet))[1]) is None
