@@ -211,8 +211,9 @@ case $stage in
     copy "${DEFAULT_RUN:-efficientnet_lite0_fusion}" "${DEFAULT_RUN:-efficientnet_lite0_fusion}"
     copy efficientnet_lite0_fracatlas efficientnet_lite0_fracatlas
     copy regnet_both_320_box0 regnet  # the both stage's RegNet fine-tuned on at 320 px (guide: MODEL=regnet BOX_WEIGHTS=0 INIT=$out/regnet)
-    for m in mobilenetv3_fusion custom_cnn wide_resnet vgg19; do copy $m $m; done
+    for m in mobilenetv3_fusion vgg19; do copy $m $m; done
+    for m in custom_cnn wide_resnet; do copy ${m}_distil $m; done  # step 26: the both stage's run, then distil
     # the hybrids (step 25): their stems from the default's tuned branch (hybrid with STEM=), then the flip mean
     for m in vit_hybrid swin_hybrid; do copy ${m}_tunedstem $m; done ;;
-  *) echo "usage: $0 cpu|gpu|transformers|official|balance|guard|sampling|both|resolution|longer|lowlr|lpft|lpftld|ema|guide|gpures|fuse|hybrid|bundle DATA OUT" >&2; exit 2 ;;
+  *) echo "usage: $0 cpu|gpu|transformers|official|balance|guard|sampling|both|resolution|longer|lowlr|lpft|lpftld|ema|guide|gpures|fuse|hybrid|distil|bundle DATA OUT" >&2; exit 2 ;;
 esac
