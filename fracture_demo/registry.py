@@ -6,7 +6,6 @@ the evaluator) never special-case an architecture; everything that differs lives
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -102,24 +101,20 @@ def resolve_pretrained(name: str, pretrained: str | os.PathLike | None) -> tuple
         path = path / spec.local_file
     if not path.is_file():
         raise FileNotFoundError(f"{name}: pretrained weights not found at {path}")
-    return str(path), f"file:{path.name}" + _weights_origin(path)
+    origin = weights_origin(path)
+    return str(path), f"file:{path.name}" + (f" ({origin['architecture']} from {origin['source']})" if origin else "")
 
 
-def _weights_origin(path: Path) -> str:
-    """The " (ARCH from FOLDER)" of a file ``train.backbone`` wrote from a zoo model, so a card names what it started
-    from; other files (ImageNet's) add nothing. Reads the safetensors header only."""
-    if path.suffix != ".safetensors":
-        return ""
+def weights_origin(pretrained: str | os.PathLike | None) -> dict | None:
+    """``{"architecture", "source"}`` of a file ``train.backbone`` wrote from a zoo model (its safetensors header), so
+    the config records what a model started from and its card can print the command that makes the file; None for
+    any other start (ImageNet's files, hub, none)."""
+    path = Path(pretrained) if pretrained not in (None, "", "hub") else None
+    if path is None or path.suffix != ".safetensors" or not path.is_file():
+        return None
     with safe_open(str(path), "pt") as f:
         meta = f.metadata() or {}
-    return f" ({meta['architecture']} from {meta['source']})" if {"architecture", "source"} <= meta.keys() else ""
-
-
-def backbone_source(label: str | None) -> str | None:
-    """The zoo folder a ``train.backbone`` file came from, read back from the label ``_weights_origin`` wrote (None
-    for any other start), so a card can print the command that makes the file."""
-    found = re.fullmatch(r"file:\S+ \(\S+ from (\S+)\)", label or "")
-    return found and found.group(1)
+    return {k: meta[k] for k in ("architecture", "source")} if {"architecture", "source"} <= meta.keys() else None
 
 
 def data_config(name: str, pretrained: str | os.PathLike | None = None, image_size: int | None = None) -> dict:

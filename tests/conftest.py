@@ -60,7 +60,7 @@ def make_dataset(root: Path, per_class: dict[str, int], seed: int = 0, bad_files
         synthetic_xray(rng, False)[0].save(buf, "PNG")
         (tr / "png_inside.jpg").write_bytes(buf.getvalue())
         arr16 = (np.asarray(synthetic_xray(rng, True)[0], np.uint16) * 200)
-        Image.fromarray(arr16, "I;16").save(root / "train" / "fractured" / "sixteen.png")
+        Image.fromarray(arr16).save(root / "train" / "fractured" / "sixteen.png")  # uint16: Pillow reads it as "I;16"
     return root
 
 

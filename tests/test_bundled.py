@@ -36,8 +36,9 @@ def test_every_study_family_is_bundled_within_size_limits():
         names = set(sources) if sources else {"bone-fracture"}  # one-folder runs trained on the Multi-Region set
         assert "ODC-By" in card or "bone-fracture" not in names, "credits the Multi-Region set"
         assert "CC BY 4.0" in card or "fracatlas" not in names, "credits FracAtlas"
-        source = fd.registry.backbone_source(config.get("pretrained_source"))
-        assert not source or f"python -m train.backbone --model {source} " in card, "the card makes its start file"
+        origin, label = config.get("pretrained_from"), config.get("pretrained_source") or ""
+        assert bool(origin) == (label.startswith("file:") and " from " in label), "a zoo-made start file is recorded"
+        assert not origin or f"python -m train.backbone --model {origin['source']} " in card, "the card makes its file"
 
 
 @pytest.mark.parametrize("name", sorted(REFS["probabilities"]) if REFS else [])

@@ -14,6 +14,7 @@ import fracture_demo as fd
 from fracture_demo.imaging import normalize
 from train.__main__ import main as train_main
 from train.backbone import main as backbone_main
+from train.card import backbone_command
 from train.fuse import WEIGHTS, build, choose_weight, main as fuse_main
 
 
@@ -98,9 +99,10 @@ def test_paired_gain_interval_resamples_whole_groups():
     assert lo <= 0 < hi, "the same 40 as copies of one radiograph: no evidence"
 
 
-def test_backbone_file_starts_a_hybrid_stem_from_the_fusions_tuned_branch(tmp_path):
+def test_backbone_file_starts_a_hybrid_stem_from_the_fusions_tuned_branch(two_sources, tmp_path):
     """``python -m train.backbone`` writes a fusion's tuned CNN (not its frozen floor) as the file ``--pretrained``
-    loads: a hybrid built from it starts with those weights, block for block."""
+    loads: a hybrid built from it starts with those weights, block for block, and a run started from it records where
+    the file came from, so its card prints the command that writes it."""
     torch.manual_seed(0)
     tuned = fd.FractureClassifier.new("efficientnet_lite0", image_size=64)
     probe = {"weight": np.zeros(fd.create_model("efficientnet_lite0").num_features), "bias": 0.0, "temperature": 1.0}
@@ -113,7 +115,15 @@ def test_backbone_file_starts_a_hybrid_stem_from_the_fusions_tuned_branch(tmp_pa
     assert not torch.equal(stem[0].weight, fd.load(tmp_path / "fused").model.floor.conv_stem.weight)
     label = fd.registry.resolve_pretrained("vit_hybrid", str(out))[1]
     assert label == f"file:stem.safetensors (efficientnet_lite0 from {tmp_path / 'fused'})", "the card names the stem's source"
-    assert fd.registry.backbone_source(label) == str(tmp_path / "fused"), "and the card's command can make the file"
+    origin = fd.registry.weights_origin(out)
+    assert origin == {"architecture": "efficientnet_lite0", "source": str(tmp_path / "fused")}, "what the config records"
+    run = tmp_path / "from_stem"
+    assert train_main(["--model", "efficientnet_lite0", "--pretrained", str(out), "--batch-size", "8", "--image-size", "64",
+                       "--bootstrap", "0", "--workers", "1", "--epochs", "1", "--output-dir", str(run)]
+                      + sum([["--data", s.arg()] for s in two_sources], [])) == 0
+    assert fd.load(run).config["pretrained_from"] == origin, "training records the file's origin"
+    assert f"python -m train.backbone --model {tmp_path / 'fused'} --out {out}\n" in (run / "README.md").read_text()
     imagenet = tmp_path / "imagenet.safetensors"
     save_file({"w": torch.zeros(1)}, str(imagenet))
-    assert fd.registry.backbone_source(fd.registry.resolve_pretrained("vit_hybrid", str(imagenet))[1]) is None
+    assert fd.registry.weights_origin(imagenet) is None and fd.registry.weights_origin("hub") is None
+    assert backbone_command({"pretrained_from": None}) == ""

@@ -15,7 +15,6 @@ import numpy as np  # noqa: E402
 from sklearn.metrics import roc_curve  # noqa: E402
 
 from fracture_demo.classifier import LABELS, threshold_range  # noqa: E402
-from fracture_demo.registry import backbone_source  # noqa: E402
 
 DATASET_CREDIT = (
     "Bone Fracture Multi-Region X-ray Data (Kaggle, bmadushanirodrigo), which merges Bone Break Classifier "
@@ -119,11 +118,11 @@ def _points(config: dict) -> str:
             "| point | for | threshold | validation sensitivity / specificity |\n|---|---|---|---|\n" + "\n".join(rows))
 
 
-def _backbone(config: dict) -> str:
+def backbone_command(config: dict) -> str:
     """The ``train.backbone`` line that writes a ``--pretrained`` file made from another zoo model, so the command
     below it reruns from the bundled folders alone."""
-    source = backbone_source(config.get("pretrained_source"))
-    return f"python -m train.backbone --model {source} --out {config['training']['pretrained']}\n" if source else ""
+    origin = config.get("pretrained_from")
+    return f"python -m train.backbone --model {origin['source']} --out {config['training']['pretrained']}\n" if origin else ""
 
 
 def _plots(out: Path) -> str:
@@ -213,7 +212,7 @@ code commit `{config.get('code_commit', 'unknown')}`. 95% intervals: bootstrap o
 ## Training
 
 ```
-{_backbone(config)}{cmd}
+{backbone_command(config)}{cmd}
 ```
 {_fusion(config)}Seed {tr.get('seed')}, {len(metrics.get('history', []))} epochs run{f" (stopped: {metrics['stop_reason']})" if metrics.get('stop_reason') else ''}.
 Augmentation `{tr.get('augment')}`; AdamW, cosine schedule, {loss}{'; distilled from ' + str(tr.get('teacher')) if tr.get('teacher') else ''}.

@@ -33,7 +33,8 @@ from .sources import Source, group_ids, split_sources
 
 WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)
 #: What a fusion keeps of its tuned model's config: how it was trained and on what; the rest is its own.
-KEPT = ("image_size", "mean", "std", "labels", "training", "data", "pretrained_source", "code_commit")
+KEPT = ("image_size", "mean", "std", "labels", "training", "data", "pretrained_source", "pretrained_from",
+        "code_commit")
 
 
 def choose_weight(y: np.ndarray, model_logit: np.ndarray, probe_logit: np.ndarray,

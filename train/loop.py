@@ -16,7 +16,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from fracture_demo import FractureClassifier, get_spec, load
-from fracture_demo.registry import count_parameters, resolve_pretrained
+from fracture_demo.registry import count_parameters, resolve_pretrained, weights_origin
 
 from .augment import augment
 from timm.utils import ModelEmaV3
@@ -130,15 +130,17 @@ def train(cfg: TrainConfig) -> dict:
         _log(rank, f"not scored: {s.source}:{s.rel} (the same bytes are on a training side)")
 
     torch.manual_seed(cfg.seed)
-    _, pretrained_label = resolve_pretrained(cfg.model, cfg.pretrained)
+    start, pretrained_label = resolve_pretrained(cfg.model, cfg.pretrained)
+    pretrained_from = weights_origin(start)
     clf = FractureClassifier.new(cfg.model, cfg.pretrained, cfg.image_size)
     if cfg.init_from:
-        pretrained_label = _init_from(clf, cfg.init_from)
+        pretrained_label, pretrained_from = _init_from(clf, cfg.init_from), None
     groups = param_groups(clf.unwrapped, cfg.weight_decay, cfg.layer_decay)
     size = clf.image_size
     clf.config.update(
         training={k: v for k, v in asdict(cfg).items() if k not in ("push_to_hub", "private", "device", "resume")},
         pretrained_source=pretrained_label,
+        pretrained_from=pretrained_from,
         data={"fingerprint": fingerprint([x for src in sources for x in scan(src.root, src.name)]),
               "split_mode": "sources" if cfg.data else cfg.split_mode,  # each source's own split file
               "split_file": sources[0].split_file.name if sources[0].split_file and not cfg.data else None,
