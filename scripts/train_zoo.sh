@@ -20,7 +20,7 @@
 #   scripts/train_zoo.sh seeds DATA OUT          # one recipe (MobileNetV3, fixed epochs) over SEEDS: what a seed alone moves
 #   scripts/train_zoo.sh crossval DATA OUT       # the same recipe over FOLDS of FracAtlas's groups (train.crossval)
 #   scripts/train_zoo.sh hybrid DATA OUT         # ViT and Swin as the ViT paper's hybrids: their tokens from ImageNet CNN stages
-#   scripts/train_zoo.sh distil DATA OUT         # the from-scratch CNNs trained on, distilled from the default (TEACHER_DIR)
+#   scripts/train_zoo.sh distil DATA OUT         # bundled CNNs (FAMILIES) trained on, distilled from the default (TEACHER_DIR)
 #   scripts/train_zoo.sh bundle DATA OUT         # copy the chosen runs into assets/models (then: train.calibrate, guard, report)
 # DATA: Kaggle-layout folder with grouped_split.csv (python -m train.audit); OUT: parent of model folders.
 # ViT and Swin distil from OUT/$TEACHER (default efficientnet_lite0), as DeiT did; train it first.
@@ -196,12 +196,13 @@ case $stage in
     # stem from a model already fine-tuned on radiographs, not ImageNet), its runs in folders ending _tunedstem
     for m in ${MODELS:-vit_hybrid swin_hybrid}; do
       EPOCHS=${EPOCHS:-12} both $m $m${STEM:+_tunedstem} ${BUDGET:-40} --pretrained "${STEM:-local}" --balance source; done ;;
-  distil)  # issue 11's rung for the from-scratch families (no ImageNet weights exist offline for them): each bundled
-    # both-sources model (5 minutes, distilled from step 3's EfficientNet-Lite0) trained on for BUDGET minutes,
-    # distilled (DeiT-style) from TEACHER_DIR, the app's default; runs in folders ending _distil
+  distil)  # issue 11's rung for the families below the default, first the from-scratch ones (no ImageNet weights
+    # exist offline for them): each bundled both-sources model (INIT_DIR) trained on for BUDGET minutes,
+    # distilled (DeiT-style) from TEACHER_DIR, the app's default; runs in folders ending _distil. SIZE: another
+    # resolution than the recipe's 224 px (RegNet's bundled model is at 320)
     for m in ${FAMILIES:-custom_cnn wide_resnet vgg19}; do
       both $m ${m}_distil ${BUDGET:-40} --balance source --init-from "${INIT_DIR:-assets/models}/$m" \
-        --teacher "${TEACHER_DIR:-assets/models/efficientnet_lite0_fusion}"
+        --teacher "${TEACHER_DIR:-assets/models/efficientnet_lite0_fusion}" ${SIZE:+--image-size $SIZE}
     done ;;
   bundle)  # the app's models: each run's folder (weights, config, card, plots; never .train_state) into assets/models.
     # DEFAULT_RUN: the EfficientNet-Lite0 run validation data chose (sampling, resolution); its Multi-Region-only
@@ -211,8 +212,10 @@ case $stage in
     copy "${DEFAULT_RUN:-efficientnet_lite0_fusion}" "${DEFAULT_RUN:-efficientnet_lite0_fusion}"
     copy efficientnet_lite0_fracatlas efficientnet_lite0_fracatlas
     copy regnet_both_320_box0 regnet  # the both stage's RegNet fine-tuned on at 320 px (guide: MODEL=regnet BOX_WEIGHTS=0 INIT=$out/regnet)
-    for m in mobilenetv3_fusion vgg19; do copy $m $m; done
-    for m in custom_cnn wide_resnet; do copy ${m}_distil $m; done  # step 26: the both stage's run, then distil
+    copy mobilenetv3_fusion mobilenetv3_fusion
+    for m in custom_cnn wide_resnet vgg19; do copy ${m}_distil $m; done  # step 26: the both stage's run, then distil
+    # step 27: step 26's custom CNN and Wide ResNet distilled again (INIT_DIR=assets/models, OUT/distil2, LR=2e-4)
+    for m in custom_cnn wide_resnet; do copy distil2/${m}_distil $m; done
     # the hybrids (step 25): their stems from the default's tuned branch (hybrid with STEM=), then the flip mean
     for m in vit_hybrid swin_hybrid; do copy ${m}_tunedstem $m; done ;;
   *) echo "usage: $0 cpu|gpu|transformers|official|balance|guard|sampling|both|resolution|longer|lowlr|lpft|lpftld|ema|guide|gpures|fuse|hybrid|distil|bundle DATA OUT" >&2; exit 2 ;;
