@@ -198,8 +198,8 @@ case $stage in
       EPOCHS=${EPOCHS:-12} both $m $m${STEM:+_tunedstem} ${BUDGET:-40} --pretrained "${STEM:-local}" --balance source; done ;;
   distil)  # issue 11's rung for the families below the default, first the from-scratch ones (no ImageNet weights
     # exist offline for them): each bundled both-sources model (INIT_DIR) trained on for BUDGET minutes,
-    # distilled (DeiT-style) from TEACHER_DIR, the app's default; runs in folders ending _distil. SIZE: another
-    # resolution than the recipe's 224 px (RegNet's bundled model is at 320)
+    # distilled (DeiT-style) from TEACHER_DIR, the app's default; runs in folders ending _distil. SIZE: train at
+    # another resolution than the recipe's 224 px (for a model bundled at 320, as RegNet)
     for m in ${FAMILIES:-custom_cnn wide_resnet vgg19}; do
       both $m ${m}_distil ${BUDGET:-40} --balance source --init-from "${INIT_DIR:-assets/models}/$m" \
         --teacher "${TEACHER_DIR:-assets/models/efficientnet_lite0_fusion}" ${SIZE:+--image-size $SIZE}
@@ -213,8 +213,8 @@ case $stage in
     copy efficientnet_lite0_fracatlas efficientnet_lite0_fracatlas
     copy regnet_both_320_box0 regnet  # the both stage's RegNet fine-tuned on at 320 px (guide: MODEL=regnet BOX_WEIGHTS=0 INIT=$out/regnet)
     copy mobilenetv3_fusion mobilenetv3_fusion
-    for m in custom_cnn wide_resnet vgg19; do copy ${m}_distil $m; done  # step 26: the both stage's run, then distil
-    # step 27: step 26's custom CNN and Wide ResNet distilled again (INIT_DIR=assets/models, OUT/distil2, LR=2e-4)
+    copy vgg19_distil vgg19  # step 26: the both stage's run, then distil
+    # step 27: step 26's custom CNN and Wide ResNet distilled again (distil with INIT_DIR=assets/models, OUT/distil2, LR=2e-4)
     for m in custom_cnn wide_resnet; do copy distil2/${m}_distil $m; done
     # the hybrids (step 25): their stems from the default's tuned branch (hybrid with STEM=), then the flip mean
     for m in vit_hybrid swin_hybrid; do copy ${m}_tunedstem $m; done ;;
