@@ -88,3 +88,21 @@ def test_operating_points_are_scored_per_test_set_and_tabled():
     assert rows[3].startswith("| eff | confirm | 0.550 (0.41-0.70) |")
     assert rows[4].startswith("| twin | screen | 0.300 | - | - | 0.75 [")  # its grouped test is seen: not scored
     assert "abc1234" in rows[-1]
+
+
+def test_commit_stamp_says_when_tracked_files_differ_from_it(tmp_path, monkeypatch):
+    """Every recorded number names the commit it came from; one made from uncommitted code or weights must not
+    pass for that commit."""
+    import subprocess
+    from train.card import git_commit
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(tmp_path)]
+    subprocess.run(git + ["init", "-q"], check=True)
+    (tmp_path / "model.txt").write_text("weights 1")
+    subprocess.run(git + ["add", "model.txt"], check=True)
+    subprocess.run(git + ["commit", "-qm", "one"], check=True)
+    monkeypatch.chdir(tmp_path)
+    head = subprocess.run(git + ["rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    (tmp_path / "notes.txt").write_text("untracked files do not count")
+    assert git_commit() == head
+    (tmp_path / "model.txt").write_text("weights 2")
+    assert git_commit() == head + "+changes"

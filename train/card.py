@@ -28,11 +28,17 @@ FRACATLAS_CREDIT = (
     "suggested split by groups, less its 11 images with conflicting labels and its 114 images also in the "
     "Multi-Region set.")
 def git_commit() -> str:
+    """HEAD's short hash, plus "+changes" when tracked files differ from it: a number made from uncommitted code or
+    weights (a report run before its bundle is committed) says so, instead of naming a commit that did not make it."""
     try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                              check=True).stdout.strip()
+        head = _git("rev-parse", "--short", "HEAD")
+        return head + ("+changes" if _git("status", "--porcelain", "--untracked-files=no") else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
+
+
+def _git(*args: str) -> str:
+    return subprocess.run(["git", *args], capture_output=True, text=True, check=True).stdout.strip()
 
 
 def write_plots(out: Path, history: list[dict], results: dict, curves: dict) -> None:
