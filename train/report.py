@@ -95,6 +95,7 @@ def results_table(models_dir: Path, sources: dict, out_dir: Path, reference_imag
     from .localize import fracture_cases, localize
     from .sources import group_ids
 
+    commit = git_commit()  # before this run writes the bundle's scores and cards (a stamp taken after would say +changes)
     tests = test_sets(sources)
     regions = sources[FA].regions()
     cases = fracture_cases(sources[FA], annotations) if annotations else []
@@ -147,7 +148,7 @@ def results_table(models_dir: Path, sources: dict, out_dir: Path, reference_imag
                 hit.parent.mkdir(parents=True, exist_ok=True)
                 hit.write_text(json.dumps({"scores": scores, "seen": seen, "curves": {
                     k: [y.tolist(), p.tolist()] for k, (y, p) in own_curves.items()}}, default=float))
-        record_scores(folder, clf.config, scores, loc)
+        record_scores(folder, clf.config, scores, loc, commit)
         rows[folder.name] = {
             "architecture": clf.arch, "family": clf.family, "trained_on": trained, "scores": scores, "seen": seen, "localization": loc,
             "image_size": clf.image_size, "parameters": count_parameters(clf.model),
@@ -161,7 +162,7 @@ def results_table(models_dir: Path, sources: dict, out_dir: Path, reference_imag
     roc_plot(curves["grouped test"], out_dir / "roc.png", f"ROC, Multi-Region grouped test (n={len(tests['grouped test'])})")
     roc_plot(curves["fracatlas test"], out_dir / "roc_fracatlas.png", f"ROC, FracAtlas test (n={len(tests['fracatlas test'])})")
     meta = {"sources": {k: {"root": str(v.root), "split_file": str(v.split_file)} for k, v in sources.items()},
-            "commit": git_commit(), "bootstrap": bootstrap, "n": {k: len(v) for k, v in tests.items()},
+            "commit": commit, "bootstrap": bootstrap, "n": {k: len(v) for k, v in tests.items()},
             "fractures_with_boxes": len(cases)}
     (out_dir / "results.json").write_text(json.dumps({"meta": meta, "models": rows}, indent=2, default=float) + "\n")
     if reference_image:
@@ -193,7 +194,7 @@ def score_key(folder: Path, config: dict, settings: list) -> str:
     return h.hexdigest()[:24]
 
 
-def record_scores(folder: Path, config: dict, scores: dict, localization: dict) -> None:
+def record_scores(folder: Path, config: dict, scores: dict, localization: dict, commit: str) -> None:
     """Make the model's own files (config, metrics.json, card) carry the numbers the table shows.
 
     A training run may have scored a resized copy of the data on a GPU; this CPU re-score of the
@@ -206,7 +207,7 @@ def record_scores(folder: Path, config: dict, scores: dict, localization: dict) 
     metrics = json.loads(mpath.read_text()) if mpath.is_file() else {"results": {}}
     metrics["results"] = {k: v for k, v in metrics["results"].items() if k not in TESTS} | scores
     metrics["localization"] = localization
-    metrics["scored_by"] = f"python -m train.report (CPU, original files) at commit {git_commit()}"
+    metrics["scored_by"] = f"python -m train.report (CPU, original files) at commit {commit}"
     mpath.write_text(json.dumps(metrics, indent=2, default=float) + "\n")
     write_model_card(folder, config, metrics)
 
