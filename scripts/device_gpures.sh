@@ -10,13 +10,16 @@
 #   SMOKE=1 scripts/device_gpures.sh    # a one-minute check first: wheels, interpreter, GPU
 #   scripts/device_gpures.sh SECONDS    # the runs, stopped after SECONDS; each run lands in $OUT/RUN.tar as it ends
 #   STAGE=guide INIT=.gpu/init/RUN PARALLEL=1 BUDGET=MIN scripts/device_gpures.sh SECONDS   # another train_zoo stage
+#   STAGE=distil PARALLEL=1 INIT_DIR=.gpu/init TEACHER_DIR=.gpu/init/efficientnet_lite0_fusion EPOCHS=10 LR=3e-4 BUDGET=5 \
+#     scripts/device_gpures.sh SECONDS   # the from-scratch families distilled at full epochs (step 28): their bundled
+#     models (model.safetensors, config.json) copied into .gpu/init, data shrunk to 256 px at quality 75 to fit
 set -uo pipefail
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 3
 export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1
 # train_zoo.sh calls `python`; a symlink to a venv's python3 loses the venv (the first try's error), a wrapper does not
 mkdir -p /tmp/bin && printf '#!/bin/sh\nexec %s "$@"\n' "$(command -v python3)" > /tmp/bin/python && chmod +x /tmp/bin/python
 export PATH=/tmp/bin:$PATH
-python -c "import os, torch, timm, pytorch_grad_cam
+python -c "import os, torch, timm, pytorch_grad_cam, train.__main__, train.loop  # every import a run needs, checked in seconds
 print('torch', torch.__version__, 'timm', timm.__version__, 'cuda', torch.cuda.is_available() and torch.cuda.get_device_name())
 assert torch.cuda.is_available() or os.environ.get('ALLOW_CPU'), 'no GPU: not training here'" || exit 4
 [ -n "${SMOKE:-}" ] && exit 0

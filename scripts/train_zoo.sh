@@ -199,11 +199,16 @@ case $stage in
   distil)  # issue 11's rung for the families below the default, first the from-scratch ones (no ImageNet weights
     # exist offline for them): each bundled both-sources model (INIT_DIR) trained on for BUDGET minutes,
     # distilled (DeiT-style) from TEACHER_DIR, the app's default; runs in folders ending _distil. SIZE: train at
-    # another resolution than the recipe's 224 px (for a model bundled at 320, as RegNet)
-    for m in ${FAMILIES:-custom_cnn wide_resnet vgg19}; do
-      both $m ${m}_distil ${BUDGET:-40} --balance source --init-from "${INIT_DIR:-assets/models}/$m" \
-        --teacher "${TEACHER_DIR:-assets/models/efficientnet_lite0_fusion}" ${SIZE:+--image-size $SIZE}
-    done ;;
+    # another resolution than the recipe's 224 px (for a model bundled at 320, as RegNet); FAMILY@SIZE sets it for
+    # one family. PARALLEL=1 runs the families side by side (one GPU), each logging to OUT/FAMILY_distil.log
+    mkdir -p "$out"
+    for f in ${FAMILIES:-custom_cnn wide_resnet vgg19}; do
+      m=${f%@*}; size=${SIZE:-}; [[ $f == *@* ]] && size=${f#*@}
+      args=($m ${m}_distil ${BUDGET:-40} --balance source --init-from "${INIT_DIR:-assets/models}/$m"
+            --teacher "${TEACHER_DIR:-assets/models/efficientnet_lite0_fusion}" ${size:+--image-size $size})
+      if [ -n "${PARALLEL:-}" ]; then both "${args[@]}" > "$out/${m}_distil.log" 2>&1 & else both "${args[@]}"; fi
+    done
+    wait ;;
   bundle)  # the app's models: each run's folder (weights, config, card, plots; never .train_state) into assets/models.
     # DEFAULT_RUN: the EfficientNet-Lite0 run validation data chose (sampling, resolution); its Multi-Region-only
     # predecessor stays as efficientnet_lite0_multiregion, the FracAtlas-only one as efficientnet_lite0_fracatlas
