@@ -218,9 +218,10 @@ case $stage in
     copy efficientnet_lite0_fracatlas efficientnet_lite0_fracatlas
     copy regnet_both_320_box0 regnet  # the both stage's RegNet fine-tuned on at 320 px (guide: MODEL=regnet BOX_WEIGHTS=0 INIT=$out/regnet)
     copy mobilenetv3_fusion mobilenetv3_fusion
-    copy vgg19_distil vgg19  # step 26: the both stage's run, then distil
-    # step 27: step 26's custom CNN and Wide ResNet distilled again (distil with INIT_DIR=assets/models, OUT/distil2, LR=2e-4)
-    for m in custom_cnn wide_resnet; do copy distil2/${m}_distil $m; done
+    # step 28: step 27's from-scratch CNNs distilled at full epochs on a lent GPU (distil with PARALLEL=1 through
+    # scripts/device_gpures.sh, INIT_DIR: their bundled models; OUT/gpu28/e<EPOCHS>/), then train.calibrate on the
+    # original validation files (the runs calibrated on the shrunk copy's)
+    copy gpu28/e24/custom_cnn_distil custom_cnn; copy gpu28/e24/vgg19_distil vgg19; copy gpu28/e16/wide_resnet_distil wide_resnet
     # the hybrids (step 25): their stems from the default's tuned branch (hybrid with STEM=), then the flip mean
     for m in vit_hybrid swin_hybrid; do copy ${m}_tunedstem $m; done ;;
   *) echo "usage: $0 cpu|gpu|transformers|official|balance|guard|sampling|both|resolution|longer|lowlr|lpft|lpftld|ema|guide|gpures|fuse|hybrid|distil|bundle DATA OUT" >&2; exit 2 ;;
