@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # scripts/train_zoo.sh gpures on a lent GPU machine (the workplace's device tool), run from the repo root with
 # .gpu/ and .whl/ carried. Made here first:
-#   python -m train.shrink --data-dir data/fracatlas --out .gpu/fa.tar --size 512 --format webp --prefix fracatlas
-#   python -m train.shrink --data-dir data/bone-fracture --out .gpu/mr.tar --size 320 --format webp --prefix bone-fracture
+#   python -m train.shrink --data-dir data/fracatlas --out .gpu/fa.tar --size 512 --quality 80 --format webp --prefix fracatlas
+#   python -m train.shrink --data-dir data/bone-fracture --out .gpu/mr.tar --size 320 --quality 80 --format webp --prefix bone-fracture
 #   python -m train.shrink --weights ../shared/pretrained --out .gpu/pretrained
 #   .whl/: timm==1.0.31 and ttach (pip download, manylinux, Python 3.12), grad-cam==1.5.7 (pip wheel)
 #   cp ../shared/data/fracatlas/annotations.json .gpu/    # the boxes of the guided (_box1) run

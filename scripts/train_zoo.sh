@@ -219,8 +219,8 @@ case $stage in
     copy regnet_both_320_box0 regnet  # the both stage's RegNet fine-tuned on at 320 px (guide: MODEL=regnet BOX_WEIGHTS=0 INIT=$out/regnet)
     copy mobilenetv3_fusion mobilenetv3_fusion
     # step 28: step 27's from-scratch CNNs distilled at full epochs on a lent GPU (distil with PARALLEL=1 through
-    # scripts/device_gpures.sh, INIT_DIR: their bundled models; OUT/gpu28/e<EPOCHS>/), then train.calibrate on the
-    # original validation files (the runs calibrated on the shrunk copy's)
+    # scripts/device_gpures.sh, INIT_DIR: their bundled models; each call's run tars unpacked into OUT/gpu28/e<EPOCHS>/),
+    # then train.calibrate on the original validation files (the runs calibrated on the shrunk copy's)
     copy gpu28/e24/custom_cnn_distil custom_cnn; copy gpu28/e24/vgg19_distil vgg19; copy gpu28/e16/wide_resnet_distil wide_resnet
     # the hybrids (step 25): their stems from the default's tuned branch (hybrid with STEM=), then the flip mean
     for m in vit_hybrid swin_hybrid; do copy ${m}_tunedstem $m; done ;;
