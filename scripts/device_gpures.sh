@@ -1,12 +1,7 @@
 #!/usr/bin/env bash
 # scripts/train_zoo.sh gpures on a lent GPU machine (the workplace's device tool), run from the repo root with
-# .gpu/ and .whl/ carried. Made here first:
-#   python -m train.shrink --data-dir data/fracatlas --out .gpu/fa.tar --size 512 --quality 80 --format webp --prefix fracatlas
-#   python -m train.shrink --data-dir data/bone-fracture --out .gpu/mr.tar --size 320 --quality 80 --format webp --prefix bone-fracture
-#   python -m train.shrink --weights ../shared/pretrained --out .gpu/pretrained
-#   .whl/: timm==1.0.31 and ttach (pip download, manylinux, Python 3.12), grad-cam==1.5.7 (pip wheel)
-#   cp ../shared/data/fracatlas/annotations.json .gpu/    # the boxes of the guided (_box1) run
-# with assets/models moved aside for the call: the tree that travels is at most 64 MiB.
+# .gpu/ and .whl/ carried, both made here first by scripts/device_prep.sh (which says whether they fit), and
+# assets/models moved aside for the call: the tree that travels is at most 64 MiB.
 #   SMOKE=1 scripts/device_gpures.sh    # a one-minute check first: wheels, interpreter, GPU
 #   scripts/device_gpures.sh SECONDS    # the runs, stopped after SECONDS; each run lands in $OUT/RUN.tar as it ends
 #   STAGE=guide INIT=.gpu/init/RUN PARALLEL=1 BUDGET=MIN scripts/device_gpures.sh SECONDS   # another train_zoo stage
