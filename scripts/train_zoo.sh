@@ -216,7 +216,9 @@ case $stage in
              cp "$out/$1"/{model.safetensors,config.json,README.md,metrics.json} "$out/$1"/*.png "assets/models/$2/"; }
     copy "${DEFAULT_RUN:-efficientnet_lite0_fusion}" "${DEFAULT_RUN:-efficientnet_lite0_fusion}"
     copy efficientnet_lite0_fracatlas efficientnet_lite0_fracatlas
-    copy regnet_both_320_box0 regnet  # the both stage's RegNet fine-tuned on at 320 px (guide: MODEL=regnet BOX_WEIGHTS=0 INIT=$out/regnet)
+    # step 29: the both stage's RegNet fine-tuned on at 320 px (step 19: guide with MODEL=regnet BOX_WEIGHTS=0 INIT=$out/regnet),
+    # then distilled from the default at 320 px (distil with INIT_DIR=assets/models FAMILIES=regnet@320, OUT/distil3, LR=2e-4)
+    copy distil3/regnet_distil regnet
     copy mobilenetv3_fusion mobilenetv3_fusion
     # step 28: step 27's from-scratch CNNs distilled at full epochs on a lent GPU (distil with PARALLEL=1 through
     # scripts/device_gpures.sh, INIT_DIR: their bundled models; each call's run tars unpacked into OUT/gpu28/e<EPOCHS>/),
