@@ -200,11 +200,13 @@ case $stage in
     # exist offline for them): each bundled both-sources model (INIT_DIR) trained on for BUDGET minutes,
     # distilled (DeiT-style) from TEACHER_DIR, the app's default; runs in folders ending _distil. SIZE: train at
     # another resolution than the recipe's 224 px (for a model bundled at 320, as RegNet); FAMILY@SIZE sets it for
-    # one family. PARALLEL=1 runs the families side by side (one GPU), each logging to OUT/FAMILY_distil.log
+    # one family. PARALLEL=1 runs the families side by side (one GPU), each logging to OUT/FAMILY_distil.log.
+    # STEM: start from a weights file instead (train.backbone: a fusion's tuned branch, as MobileNetV3's, step 30)
     mkdir -p "$out"
     for f in ${FAMILIES:-custom_cnn wide_resnet vgg19}; do
       m=${f%@*}; size=${SIZE:-}; [[ $f == *@* ]] && size=${f#*@}
-      args=($m ${m}_distil ${BUDGET:-40} --balance source --init-from "${INIT_DIR:-assets/models}/$m"
+      start=(--init-from "${INIT_DIR:-assets/models}/$m"); [ -n "${STEM:-}" ] && start=(--pretrained "$STEM")
+      args=($m ${m}_distil ${BUDGET:-40} --balance source "${start[@]}"
             --teacher "${TEACHER_DIR:-assets/models/efficientnet_lite0_fusion}" ${size:+--image-size $size})
       if [ -n "${PARALLEL:-}" ]; then both "${args[@]}" > "$out/${m}_distil.log" 2>&1 & else both "${args[@]}"; fi
     done
