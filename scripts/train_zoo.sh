@@ -48,6 +48,11 @@ both() {  # both MODEL FOLDER MINUTES [args]: both sources, the recipe
   python -m train "${sources[@]}" --output-dir "$out/$2" "${recipe_args[@]}" "${@:4}" || echo "FAILED: $2" >&2
   ${ON_DONE:-true} $2
 }
+side() {  # side LOG CMD...: with PARALLEL=1 in the background, logging to LOG (runs side by side on one GPU; the
+  # stage waits for them), else in the foreground
+  local log=$1; shift
+  if [ -n "${PARALLEL:-}" ]; then mkdir -p "$(dirname "$log")" && "$@" > "$log" 2>&1 & else "$@"; fi
+}
 case $stage in
   cpu)  # ImageNet-started CNNs that train at 50-180 img/s on 2 CPU cores (bf16, channels-last)
     for m in regnet mobilenetv3; do
@@ -147,7 +152,7 @@ case $stage in
       args=($m $r ${BUDGET:-15} --image-size 320 --lr 2e-4 --warmup-epochs 0.1 --balance source
             --init-from "${INIT:-assets/models/$m}" --box-weight $w --boxes "${ANNOTATIONS:-../shared/data/fracatlas/annotations.json}"
             ${SEED:+--seed $SEED})
-      if [ -n "${PARALLEL:-}" ]; then both "${args[@]}" > "$out/$r.log" 2>&1 & else both "${args[@]}"; fi
+      side "$out/$r.log" both "${args[@]}"
     done
     wait ;;
   gpures)  # issue 11's rung "a GPU for resolutions": step 3's recipe (both sources, source-balanced, from ImageNet), but
@@ -202,13 +207,12 @@ case $stage in
     # another resolution than the recipe's 224 px (for a model bundled at 320, as RegNet); FAMILY@SIZE sets it for
     # one family. PARALLEL=1 runs the families side by side (one GPU), each logging to OUT/FAMILY_distil.log.
     # STEM: start from a weights file instead (train.backbone: a fusion's tuned branch, as MobileNetV3's, step 30)
-    mkdir -p "$out"
     for f in ${FAMILIES:-custom_cnn wide_resnet vgg19}; do
       m=${f%@*}; size=${SIZE:-}; [[ $f == *@* ]] && size=${f#*@}
       start=(--init-from "${INIT_DIR:-assets/models}/$m"); [ -n "${STEM:-}" ] && start=(--pretrained "$STEM")
       args=($m ${m}_distil ${BUDGET:-40} --balance source "${start[@]}"
             --teacher "${TEACHER_DIR:-assets/models/efficientnet_lite0_fusion}" ${size:+--image-size $size})
-      if [ -n "${PARALLEL:-}" ]; then both "${args[@]}" > "$out/${m}_distil.log" 2>&1 & else both "${args[@]}"; fi
+      side "$out/${m}_distil.log" both "${args[@]}"
     done
     wait ;;
   bundle)  # the app's models: each run's folder (weights, config, card, plots; never .train_state) into assets/models.
