@@ -231,6 +231,8 @@ case $stage in
     # then train.calibrate on the original validation files (the runs calibrated on the shrunk copy's)
     copy gpu28/e24/custom_cnn_distil custom_cnn; copy gpu28/e24/vgg19_distil vgg19; copy gpu28/e16/wide_resnet_distil wide_resnet
     # the hybrids (step 25): their stems from the default's tuned branch (hybrid with STEM=), then the flip mean
-    for m in vit_hybrid swin_hybrid; do copy ${m}_tunedstem $m; done ;;
+    # (train.calibrate --views 4); step 31: then distilled from the default (distil with INIT_DIR=assets/models
+    # FAMILIES=vit_hybrid EPOCHS=2, then FAMILIES=swin_hybrid EPOCHS=1, LR=2e-4, OUT/distil5; the flip mean on a copy, _views4)
+    for m in vit_hybrid swin_hybrid; do copy distil5/${m}_distil_views4 $m; done ;;
   *) echo "usage: $0 cpu|gpu|transformers|official|balance|guard|sampling|both|resolution|longer|lowlr|lpft|lpftld|ema|guide|gpures|fuse|hybrid|distil|bundle DATA OUT" >&2; exit 2 ;;
 esac
