@@ -10,7 +10,7 @@ from train.loop import TrainConfig, train
 FAMILIES = {  # model, image size, pretrained, epochs, lr, methods to check
     # large enough that the last CNN / Swin stage is 5x5, not a 3x3 grid that cannot point at a mark.
     # The CNN is the default's family; each method hit 8/8 at 1 and 2 threads and on two data seeds
-    # (MobileNetV3, the earlier choice, hit 6-8/8 depending on the thread count: README "Explanations")
+    # (MobileNetV3, the earlier choice: 8/8 on 1 thread, 6/8 or fewer on 2; README "Explanations")
     "cnn": ("efficientnet_lite0", 160, "local", 4, 1e-3, ["gradcam", "hirescam", "gradcam++"]),
     "vit": ("vit", 96, "none", 12, 5e-4, ["gradcam", "attention_rollout"]),
     "swin": ("swin", 160, "none", 5, 5e-4, ["gradcam", "gradcam++"]),
