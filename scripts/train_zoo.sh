@@ -160,12 +160,12 @@ case $stage in
     # 512 px, the same with box guidance (_box1, train.guidance), RegNet and MobileNetV3 at 512, all at once on one GPU,
     # GPU_BUDGET minutes each. RUNS: other folder names of the form MODEL_gpu_SIZE[_box1][_seed1].
     # Data shrunk to travel: python -m train.shrink --size 512 --format webp
-    EPOCHS=${EPOCHS:-12}; mkdir -p "$out"
+    EPOCHS=${EPOCHS:-12}
     for r in ${RUNS:-efficientnet_lite0_gpu_320 efficientnet_lite0_gpu_512 efficientnet_lite0_gpu_512_box1 regnet_gpu_512 mobilenetv3_gpu_512}; do
       base=${r%_seed1}; base=${base%_box1}; size=${base##*_}; model=${base%_gpu_*}; extra=()
       [[ $r == *_box1* ]] && extra+=(--box-weight 1 --boxes "${ANNOTATIONS:-../shared/data/fracatlas/annotations.json}")
       [[ $r == *_seed1 ]] && extra+=(--seed 1)
-      both $model $r ${GPU_BUDGET:-5} --pretrained local --balance source --image-size $size "${extra[@]}" > "$out/$r.log" 2>&1 &
+      PARALLEL=1 side "$out/$r.log" both $model $r ${GPU_BUDGET:-5} --pretrained local --balance source --image-size $size "${extra[@]}"
     done
     wait ;;
   seeds)  # issue 11's rung "seeds": how far one recipe moves with its seed alone (bench/seed_spread.py reads the runs).
