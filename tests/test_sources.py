@@ -154,6 +154,14 @@ def test_calibrate_refits_config_not_weights(two_sources, tmp_path):
             lo, hi = pt["threshold_95"]
             assert 0 <= lo <= hi <= 1
     assert "95% range over resampled validation groups" in (out / "README.md").read_text()
+    steps = [s["args"] for s in points["recalibrations"]]  # each call recorded, in order, for the card
+    assert steps == [["--data", f"a={two_sources[0].root}", "--min-sensitivity", "1"],
+                     ["--data", f"a={two_sources[0].root}", "--points-only"]]
+    from train.card import write_model_card
+    write_model_card(out, points, json.loads((out / "metrics.json").read_text()))
+    card = (out / "README.md").read_text()
+    assert f"train.calibrate --model DIR --data a={two_sources[0].root} --min-sensitivity 1  # commit" in card
+    assert card.index("--min-sensitivity 1  #") < card.index("--points-only  #")
     one_class = tmp_path / "one_class"  # validation files of one class: nothing is fitted, nothing is written
     for split in ("train", "val", "test"):
         for label in ("fractured", "not fractured"):

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from fracture_demo import load
 
+from .card import git_commit
 from .data import ImageCache
 from .evaluate import predict_logits
 from .finalize import calibrate, set_operating_points
@@ -66,11 +67,20 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: no source's {len(val)} validation files hold both classes: nothing can be fitted or placed; "
               f"{args.model} is left as it was", file=sys.stderr)
         return 2
+    clf.config.setdefault("recalibrations", []).append({"args": _step_args(args), "commit": git_commit()})
     path = Path(args.model) / "config.json"
     path.write_text(json.dumps(clf.config, indent=2) + "\n")
     after = {k: clf.config.get(k) for k in keys}
     print(f"{args.model}: {before} -> {after} on {len(val)} validation files ({clf.config['operating_point']})", file=sys.stderr)
     return 0
+
+
+def _step_args(args: argparse.Namespace) -> list[str]:
+    """This call's options, recorded so that the model card's training section shows every step that made the model."""
+    return ([x for d in args.data for x in ("--data", d)]
+            + (["--views", str(args.views)] if args.views is not None and not args.points_only else [])
+            + (["--min-sensitivity", f"{args.min_sensitivity:g}"] if args.min_sensitivity is not None else [])
+            + (["--points-only"] if args.points_only else []))
 
 
 def asked_sensitivity(rule: str) -> float | None:

@@ -162,6 +162,15 @@ def _fusion(config: dict) -> str:
             + (f" --min-sensitivity {f['min_sensitivity']}" if f.get("min_sensitivity") else "") + " --out DIR\n```\n")
 
 
+def _recalibrations(config: dict) -> str:
+    """The ``train.calibrate`` calls made on the folder after training (the flip mean, operating points), in order."""
+    steps = config.get("recalibrations")
+    if not steps:
+        return ""
+    lines = "\n".join(f"python -m train.calibrate --model DIR {' '.join(s['args'])}  # commit {s['commit']}" for s in steps)
+    return f"\nThen recalibrated on the validation files, the weights untouched:\n\n```\n{lines}\n```\n"
+
+
 def write_model_card(out: Path, config: dict, metrics: dict) -> None:
     """README.md with Hub front matter: what it is, how it was trained, every number, caveats."""
     arch, tr, data = config["architecture"], config.get("training", {}), config.get("data", {})
@@ -220,7 +229,7 @@ code commit `{config.get('code_commit', 'unknown')}`. 95% intervals: bootstrap o
 ```
 {backbone_command(config)}{cmd}
 ```
-{_fusion(config)}Seed {tr.get('seed')}, {len(metrics.get('history', []))} epochs run{f" (stopped: {metrics['stop_reason']})" if metrics.get('stop_reason') else ''}.
+{_fusion(config)}{_recalibrations(config)}Seed {tr.get('seed')}, {len(metrics.get('history', []))} epochs run{f" (stopped: {metrics['stop_reason']})" if metrics.get('stop_reason') else ''}.
 Augmentation `{tr.get('augment')}`; AdamW, cosine schedule, {loss}{'; distilled from ' + str(tr.get('teacher')) if tr.get('teacher') else ''}.
 
 ## Data
