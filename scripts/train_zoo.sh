@@ -229,10 +229,10 @@ case $stage in
     # step 28: step 27's from-scratch CNNs distilled at full epochs on a lent GPU (distil with PARALLEL=1 through
     # scripts/device_gpures.sh, INIT_DIR: their bundled models; each call's run tars unpacked into OUT/gpu28/e<EPOCHS>/),
     # then train.calibrate on the original validation files (the runs calibrated on the shrunk copy's)
-    copy gpu28/e24/custom_cnn_distil custom_cnn; copy gpu28/e24/vgg19_distil vgg19
-    # step 32: step 28's Wide ResNet distilled again on these CPUs at a lower rate (distil with INIT_DIR=assets/models
-    # FAMILIES=wide_resnet EPOCHS=5 LR=1e-4, OUT/distil6)
-    copy distil6/wide_resnet_distil wide_resnet
+    copy gpu28/e24/custom_cnn_distil custom_cnn
+    # step 32: step 28's Wide ResNet and VGG19 distilled again on these CPUs at a lower rate (distil with
+    # INIT_DIR=assets/models LR=1e-4, FAMILIES=wide_resnet EPOCHS=5, OUT/distil6; FAMILIES=vgg19 EPOCHS=2, OUT/distil8)
+    copy distil6/wide_resnet_distil wide_resnet; copy distil8/vgg19_distil vgg19
     # the hybrids (step 25): their stems from the default's tuned branch (hybrid with STEM=), then the flip mean
     # (train.calibrate --views 4); step 31: then distilled from the default (distil with INIT_DIR=assets/models
     # FAMILIES=vit_hybrid EPOCHS=2, then FAMILIES=swin_hybrid EPOCHS=1, LR=2e-4, OUT/distil5; the flip mean on a copy, _views4)
