@@ -231,8 +231,9 @@ case $stage in
     # then train.calibrate on the original validation files (the runs calibrated on the shrunk copy's)
     copy gpu28/e24/custom_cnn_distil custom_cnn
     # step 32: step 28's Wide ResNet and VGG19 distilled again on these CPUs at a lower rate (distil with
-    # INIT_DIR=assets/models LR=1e-4, FAMILIES=wide_resnet EPOCHS=5, OUT/distil6; FAMILIES=vgg19 EPOCHS=2, OUT/distil8)
-    copy distil6/wide_resnet_distil wide_resnet; copy distil8/vgg19_distil vgg19
+    # INIT_DIR=assets/models LR=1e-4, FAMILIES=wide_resnet EPOCHS=5, OUT/distil6; FAMILIES=vgg19 EPOCHS=2, OUT/distil8);
+    # step 33: that Wide ResNet a second round the same way (FAMILIES=wide_resnet EPOCHS=6, OUT/distil9)
+    copy distil9/wide_resnet_distil wide_resnet; copy distil8/vgg19_distil vgg19
     # the hybrids (step 25): their stems from the default's tuned branch (hybrid with STEM=), then the flip mean
     # (train.calibrate --views 4); step 31: then distilled from the default (distil with INIT_DIR=assets/models
     # FAMILIES=vit_hybrid EPOCHS=2, then FAMILIES=swin_hybrid EPOCHS=1, LR=2e-4, OUT/distil5; the flip mean on a copy, _views4)
