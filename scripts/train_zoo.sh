@@ -228,8 +228,10 @@ case $stage in
     copy mobilenetv3_fusion mobilenetv3_fusion
     # step 28: step 27's from-scratch CNNs distilled at full epochs on a lent GPU (distil with PARALLEL=1 through
     # scripts/device_gpures.sh, INIT_DIR: their bundled models; each call's run tars unpacked into OUT/gpu28/e<EPOCHS>/),
-    # then train.calibrate on the original validation files (the runs calibrated on the shrunk copy's)
-    copy gpu28/e24/custom_cnn_distil custom_cnn
+    # then train.calibrate on the original validation files (the runs calibrated on the shrunk copy's); step 33: that
+    # custom CNN distilled again on these CPUs at a lower rate (distil with INIT_DIR=assets/models LR=1e-4
+    # FAMILIES=custom_cnn EPOCHS=2, OUT/distil10)
+    copy distil10/custom_cnn_distil custom_cnn
     # step 32: step 28's Wide ResNet and VGG19 distilled again on these CPUs at a lower rate (distil with
     # INIT_DIR=assets/models LR=1e-4, FAMILIES=wide_resnet EPOCHS=5, OUT/distil6; FAMILIES=vgg19 EPOCHS=2, OUT/distil8);
     # step 33: that Wide ResNet a second round the same way (FAMILIES=wide_resnet EPOCHS=6, OUT/distil9)
