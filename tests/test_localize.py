@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from train.localize import Case, box_mask, mass_ratio, pointing_hit, read_boxes, score
+import train.localize
+from train.localize import Case, box_mask, localize, mass_ratio, pointing_hit, read_boxes, score
 
 
 def peak_at(shape, y, x):
@@ -60,3 +61,19 @@ def test_read_boxes_joins_on_file_name(tmp_path):
             "categories": []}
     (tmp_path / "a.json").write_text(json.dumps(coco))
     assert read_boxes(tmp_path / "a.json") == {"IMG1.jpg": [(1, 2, 3, 4), (5, 6, 7, 8)]}
+
+
+def test_localize_keeps_two_models_of_one_folder_name_apart(tmp_path, monkeypatch):
+    """An incumbent and its candidate share a folder name; each keeps its own scores (one used to overwrite the other)."""
+    path = tmp_path / "x.png"
+    Image.new("L", (100, 100)).save(path)
+    peaks = {"assets/models/custom_cnn": (55, 50), "runs/d/custom_cnn": (5, 5), "runs/d/vgg19": (55, 50)}
+
+    def load(folder):
+        return SimpleNamespace(arch="custom_cnn",
+                               explain=lambda p, method, target: SimpleNamespace(heatmap=peak_at((100, 100), *peaks[folder])))
+    monkeypatch.setattr(train.localize, "load", load)
+    cases = [Case(path, [(40.0, 50.0, 20.0, 10.0)], "g1")]
+    scores = localize(list(peaks), cases, ["gradcam"], bootstrap=10)
+    assert {k: v["gradcam"]["hits"] for k, v in scores.items()} == {
+        "assets/models/custom_cnn": 1, "runs/d/custom_cnn": 0, "vgg19": 1}

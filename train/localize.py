@@ -109,12 +109,15 @@ def score(clf, cases: list[Case], method: str, bootstrap: int = 1000) -> dict:
 
 
 def localize(models: list[str], cases: list[Case], methods: list[str] | None = None, bootstrap: int = 1000) -> dict:
-    """model folder name -> method -> scores; ``methods`` limits each model's own list."""
+    """model -> method -> scores, keyed by folder name, or by the path given where two names collide (an
+    incumbent and its candidate run are both ``custom_cnn``); ``methods`` limits each model's own list."""
+    names = [Path(folder).name for folder in models]
     out = {}
-    for folder in models:
+    for folder, name in zip(models, names):
         clf = load(folder)
         own = get_spec(clf.arch).explain_methods
-        out[Path(folder).name] = {m: score(clf, cases, m, bootstrap) for m in own if methods is None or m in methods}
+        out[name if names.count(name) == 1 else folder] = {m: score(clf, cases, m, bootstrap)
+                                                            for m in own if methods is None or m in methods}
     return out
 
 
