@@ -33,7 +33,7 @@ from fracture_demo import load  # noqa: E402
 from train.data import ImageCache  # noqa: E402
 from fracture_demo import FractureClassifier  # noqa: E402
 from train.batchnorm import precise_batch_stats  # noqa: E402
-from train.evaluate import predict_logits  # noqa: E402
+from train.evaluate import model_labels, predict_logits  # noqa: E402
 from train.sources import Source, split_sources  # noqa: E402
 
 
@@ -60,13 +60,12 @@ def main() -> None:
         rows = {"pooled": np.arange(len(y))} | {str(n): np.flatnonzero(origin == n) for n in dict.fromkeys(origin)}
         return {k: round(float(roc_auc_score(y[i], score[i])), 4) for k, i in rows.items()}
 
-    for folder in args.model:
+    for folder, name in zip(args.model, model_labels(args.model)):
         clf = load(folder)
         data = ImageCache(clf.image_size).load(splits[args.split])
         if y is not None and not np.array_equal(y, data.labels):
             raise SystemExit("the models' files differ (a file decodes at one size and not another?)")
         y, origin = data.labels, np.array([s.source for s in data.samples])
-        name = Path(folder).name
         if args.flips:
             logits = flip_logits(clf, data.images)
             own = clf.view_mean(torch.from_numpy(logits), len(data.images)).numpy()  # the model's own prediction

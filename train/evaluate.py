@@ -12,6 +12,7 @@ import argparse
 import json
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -23,6 +24,13 @@ from fracture_demo.classifier import LABELS, FractureClassifier
 
 from .data import ImageCache, ImageSet, default_split_file, fingerprint, groups_of, scan, split_samples
 from .sources import Source, group_ids, split_sources
+
+
+def model_labels(folders: list[str]) -> list[str]:
+    """Each model folder's name, or the path as given where two names collide (an incumbent and its candidate run
+    are both ``custom_cnn``), so that tables keyed by label never let one model overwrite another."""
+    names = [Path(f).name for f in folders]
+    return [n if names.count(n) == 1 else str(f) for f, n in zip(folders, names)]
 
 
 @torch.no_grad()

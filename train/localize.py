@@ -24,6 +24,7 @@ from PIL import Image
 from fracture_demo import get_spec, load
 from fracture_demo.classifier import LABELS
 
+from .evaluate import model_labels
 from .sources import Source
 
 TOLERANCE = 15 / 224
@@ -109,15 +110,12 @@ def score(clf, cases: list[Case], method: str, bootstrap: int = 1000) -> dict:
 
 
 def localize(models: list[str], cases: list[Case], methods: list[str] | None = None, bootstrap: int = 1000) -> dict:
-    """model -> method -> scores, keyed by folder name, or by the path given where two names collide (an
-    incumbent and its candidate run are both ``custom_cnn``); ``methods`` limits each model's own list."""
-    names = [Path(folder).name for folder in models]
+    """model label (``model_labels``) -> method -> scores; ``methods`` limits each model's own list."""
     out = {}
-    for folder, name in zip(models, names):
+    for folder, label in zip(models, model_labels(models)):
         clf = load(folder)
         own = get_spec(clf.arch).explain_methods
-        out[name if names.count(name) == 1 else folder] = {m: score(clf, cases, m, bootstrap)
-                                                            for m in own if methods is None or m in methods}
+        out[label] = {m: score(clf, cases, m, bootstrap) for m in own if methods is None or m in methods}
     return out
 
 
