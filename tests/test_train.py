@@ -99,16 +99,35 @@ def test_init_from_continues_the_given_model(dataset, tmp_path, trained, capsys)
     assert "it is mobilenetv3 at 64px, not regnet" in capsys.readouterr().err
 
 
-def test_init_from_at_a_higher_resolution_for_conv_nets_only(dataset, tmp_path, trained, capsys):
-    """Train low, fine-tune high (FixRes): a conv net's weights fit any input size; a ViT's position table does not."""
+def test_init_from_at_another_resolution(dataset, tmp_path, trained, capsys):
+    """Train low, fine-tune high (FixRes): a conv net's weights fit any input size as they are, a ViT's position
+    table is resampled to the new grid; a model whose tables timm resizes otherwise than it builds them refuses."""
+    import torch
     run_train(dataset, tmp_path / "hi", "--epochs", "1", "--lr", "0", "--init-from", str(trained), "--image-size", "96")
     a, b = load_file(tmp_path / "hi" / "model.safetensors"), load_file(trained / "model.safetensors")
     assert json.loads((tmp_path / "hi" / "config.json").read_text())["image_size"] == 96
     assert all((a[k] == b[k]).all() for k in a if a[k].ndim == 4)
     from train.loop import _init_from
-    fd.FractureClassifier.new("vit", "none", 64).save_pretrained(tmp_path / "vit64")
-    with pytest.raises(ValueError, match="it is vit at 64px, not vit at 96px"):
-        _init_from(fd.FractureClassifier.new("vit", "none", 96), str(tmp_path / "vit64"))
+    small = fd.FractureClassifier.new("vit", "none", 64)
+    small.save_pretrained(tmp_path / "vit64")
+    big = fd.FractureClassifier.new("vit", "none", 96)
+    _init_from(big, str(tmp_path / "vit64"))
+    assert big.model.pos_embed.shape[1] == 1 + 6 * 6  # 96 px / 16 px patches
+    assert torch.equal(big.model.blocks[0].attn.qkv.weight, small.model.blocks[0].attn.qkv.weight)
+    assert torch.allclose(big.model.pos_embed[:, 0], small.model.pos_embed[:, 0])  # the class token's entry kept
+    assert big.model(torch.zeros(1, 3, 96, 96)).shape == (1, 1)
+    fd.FractureClassifier.new("swin", "none", 224).save_pretrained(tmp_path / "swin")  # its windows' tables: no
+    with pytest.raises(ValueError, match="it is swin at 224px, not swin at 256px"):
+        _init_from(fd.FractureClassifier.new("swin", "none", 256), str(tmp_path / "swin"))
+
+
+def test_a_spent_time_budget_ends_the_epoch(dataset, tmp_path):
+    """The rate's schedule ends with the budget, so the rest of an epoch would train at zero: it is cut there."""
+    run_train(dataset, tmp_path / "b", "--epochs", "1", "--time-budget", "1e-9")
+    hist = json.loads((tmp_path / "b" / "metrics.json").read_text())["history"]
+    assert hist[0]["images"] == 8  # one batch, the first (at least one step is taken)
+    run_train(dataset, tmp_path / "f", "--epochs", "1")
+    assert json.loads((tmp_path / "f" / "metrics.json").read_text())["history"][0]["images"] > 8
 
 
 def test_precise_batch_stats_match_the_batch():

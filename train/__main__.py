@@ -63,7 +63,8 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     ap.add_argument("--time-limit", type=float, default=None,
                     help="minutes; pause after the epoch crossing it (continue with --resume)")
     ap.add_argument("--time-budget", type=float, default=None,
-                    help="minutes of training; then finish with the best epoch (calibrate, evaluate, card)")
+                    help="minutes of training, the rate's schedule ending in them (mid-epoch if need be); "
+                         "then finish with the best epoch (calibrate, evaluate, card)")
     ap.add_argument("--bootstrap", type=int, default=d["bootstrap"], help="resamples for 95%% intervals")
     ap.add_argument("--half", action="store_true", help="store fp16 weights (half the size)")
     ap.add_argument("--push-to-hub", default=None, metavar="REPO_ID", help="upload the model folder when done")

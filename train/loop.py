@@ -63,7 +63,7 @@ class TrainConfig:
     distill_temperature: float = 2.0
     workers: int | None = None
     time_limit: float | None = None  # minutes; pause (resumable) after the epoch that crosses it
-    time_budget: float | None = None  # minutes; finish (calibrate, evaluate) after the epoch that crosses it
+    time_budget: float | None = None  # minutes; the schedule ends in them, the run (calibrate, evaluate) when spent
     bootstrap: int = 1000
     half: bool = False  # store fp16 weights
     push_to_hub: str | None = None
@@ -96,15 +96,27 @@ def _init_from(clf: FractureClassifier, folder: str) -> str:
     """Start from the weights of an earlier run (e.g. the grouped-split model, to make its
     official-split twin in minutes); the card names the source and its data fingerprint."""
     src = load(folder)
-    spec = get_spec(clf.arch)
-    any_size = spec.size_kwarg is None and not spec.fixed_size  # a conv net: train low, fine-tune high (FixRes)
-    if src.arch != clf.arch or (src.image_size != clf.image_size and not any_size):
-        raise ValueError(f"--init-from {folder}: it is {src.arch} at {src.image_size}px, "
-                         f"not {clf.arch} at {clf.image_size}px")
-    clf.model.load_state_dict(src.model.state_dict())
+    mismatch = ValueError(f"--init-from {folder}: it is {src.arch} at {src.image_size}px, not {clf.arch} at {clf.image_size}px")
+    if src.arch != clf.arch:
+        raise mismatch
+    if src.image_size != clf.image_size and get_spec(clf.arch).size_kwarg:  # a transformer: its position table resampled (timm)
+        src.model.set_input_size(img_size=(clf.image_size, clf.image_size))
+    try:  # a conv net's weights fit any size as they are: train low, fine-tune high (FixRes)
+        clf.model.load_state_dict(src.model.state_dict())
+    except RuntimeError as exc:  # a table timm resized differently from a model built at that size
+        raise mismatch from exc
     data = src.config.get("data", {})
     return (f"{Path(folder).name} (this zoo's {src.arch}, trained on the {data.get('split_mode')} split, "
             f"data {data.get('fingerprint')}, commit {src.config.get('code_commit') or 'not recorded'})")
+
+
+def _all_ranks_any(flag: bool, world: int, dev: torch.device) -> bool:
+    """True on every rank when any rank's ``flag`` is: ranks that leave a loop at different steps hang DDP."""
+    if world == 1:
+        return flag
+    t = torch.tensor([float(flag)], device=dev)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
 
 
 def _log(rank: int, msg: str) -> None:
@@ -225,6 +237,8 @@ def train(cfg: TrainConfig) -> dict:
             progress = (epoch * steps_per_epoch + i) / total_steps
             if cfg.time_budget:  # the schedule ends with whichever runs out first, epochs or minutes
                 progress = max(progress, (time.time() - t_train) / (cfg.time_budget * 60))
+                if i and _all_ranks_any(progress >= 1, world, dev):  # the rate is at zero: validate now, not at the epoch's end
+                    break
             rate = lr_at(progress, warmup, cfg.lr)
             apply_lr(opt, rate)
             idx = order[i * cfg.batch_size:(i + 1) * cfg.batch_size].to(images.device)
@@ -275,7 +289,7 @@ def train(cfg: TrainConfig) -> dict:
         val_p = torch.sigmoid(torch.from_numpy(val_logits)).numpy()
         val_acc = float(((val_p >= 0.5) == val_set.labels).mean())
         rec = {"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1), "val_loss": val_loss, "val_accuracy": val_acc,
-               "lr": rate, "images_per_s": seen * world / train_time, "seconds": train_time}
+               "lr": rate, "images": seen * world, "images_per_s": seen * world / train_time, "seconds": train_time}
         history.append(rec)
         improved = val_loss < best_loss - 1e-4
         best_loss, bad = (val_loss, 0) if improved else (best_loss, bad + 1)
