@@ -110,13 +110,14 @@ def _init_from(clf: FractureClassifier, folder: str) -> str:
             f"data {data.get('fingerprint')}, commit {src.config.get('code_commit') or 'not recorded'})")
 
 
-def _all_ranks_any(flag: bool, world: int, dev: torch.device) -> bool:
-    """True on every rank when any rank's ``flag`` is: ranks that leave a loop at different steps hang DDP."""
+def _ranks_max(x: float, world: int, dev: torch.device) -> float:
+    """The largest of every rank's ``x``: ranks on their own clocks would step at different rates and leave a loop
+    at different steps, which hangs DDP."""
     if world == 1:
-        return flag
-    t = torch.tensor([float(flag)], device=dev)
+        return x
+    t = torch.tensor([x], dtype=torch.float64, device=dev)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return bool(t.item())
+    return float(t.item())
 
 
 def _log(rank: int, msg: str) -> None:
@@ -236,8 +237,8 @@ def train(cfg: TrainConfig) -> dict:
         for i in bar:
             progress = (epoch * steps_per_epoch + i) / total_steps
             if cfg.time_budget:  # the schedule ends with whichever runs out first, epochs or minutes
-                progress = max(progress, (time.time() - t_train) / (cfg.time_budget * 60))
-                if i and _all_ranks_any(progress >= 1, world, dev):  # the rate is at zero: validate now, not at the epoch's end
+                progress = max(progress, _ranks_max((time.time() - t_train) / (cfg.time_budget * 60), world, dev))
+                if i and progress >= 1:  # the rate is at zero: validate now, not at the epoch's end
                     break
             rate = lr_at(progress, warmup, cfg.lr)
             apply_lr(opt, rate)
@@ -303,10 +304,12 @@ def train(cfg: TrainConfig) -> dict:
         clf.model = model
         if world > 1:
             dist.barrier()
-        if cfg.time_limit is not None and (time.time() - t0) / 60 > cfg.time_limit and epoch + 1 < cfg.epochs:
+        # the slowest rank's minutes, so that every rank stops after the same epoch
+        if cfg.time_limit is not None and _ranks_max((time.time() - t0) / 60, world, dev) > cfg.time_limit \
+                and epoch + 1 < cfg.epochs:
             stopped_for_time = True
             break
-        if cfg.time_budget is not None and (time.time() - t_train) / 60 > cfg.time_budget:
+        if cfg.time_budget is not None and _ranks_max((time.time() - t_train) / 60, world, dev) > cfg.time_budget:
             stop_reason = f"time budget of {cfg.time_budget} min"
             _log(rank, f"time budget of {cfg.time_budget} min spent after epoch {epoch + 1}; finishing")
             break
