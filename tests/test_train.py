@@ -101,7 +101,7 @@ def test_init_from_continues_the_given_model(dataset, tmp_path, trained, capsys)
 
 def test_init_from_at_another_resolution(dataset, tmp_path, trained, capsys):
     """Train low, fine-tune high (FixRes): a conv net's weights fit any input size as they are, a ViT's position
-    table is resampled to the new grid; a model whose tables timm resizes otherwise than it builds them refuses."""
+    table and a Swin's window tables are resampled by timm's checkpoint filter."""
     import torch
     run_train(dataset, tmp_path / "hi", "--epochs", "1", "--lr", "0", "--init-from", str(trained), "--image-size", "96")
     a, b = load_file(tmp_path / "hi" / "model.safetensors"), load_file(trained / "model.safetensors")
@@ -116,9 +116,11 @@ def test_init_from_at_another_resolution(dataset, tmp_path, trained, capsys):
     assert torch.equal(big.model.blocks[0].attn.qkv.weight, small.model.blocks[0].attn.qkv.weight)
     assert torch.allclose(big.model.pos_embed[:, 0], small.model.pos_embed[:, 0])  # the class token's entry kept
     assert big.model(torch.zeros(1, 3, 96, 96)).shape == (1, 1)
-    fd.FractureClassifier.new("swin", "none", 224).save_pretrained(tmp_path / "swin")  # its windows' tables: no
-    with pytest.raises(ValueError, match="it is swin at 224px, not swin at 256px"):
-        _init_from(fd.FractureClassifier.new("swin", "none", 256), str(tmp_path / "swin"))
+    fd.FractureClassifier.new("swin", "none", 224).save_pretrained(tmp_path / "swin")
+    swin = fd.FractureClassifier.new("swin", "none", 256)
+    _init_from(swin, str(tmp_path / "swin"))  # its windows' relative-position tables resampled to the new windows
+    assert torch.equal(swin.model.layers[0].blocks[0].attn.qkv.weight, fd.load(tmp_path / "swin").model.layers[0].blocks[0].attn.qkv.weight)
+    assert swin.model(torch.zeros(1, 3, 256, 256)).shape == (1, 1)
 
 
 def test_a_spent_time_budget_ends_the_epoch(dataset, tmp_path):

@@ -96,15 +96,13 @@ def _init_from(clf: FractureClassifier, folder: str) -> str:
     """Start from the weights of an earlier run (e.g. the grouped-split model, to make its
     official-split twin in minutes); the card names the source and its data fingerprint."""
     src = load(folder)
-    mismatch = ValueError(f"--init-from {folder}: it is {src.arch} at {src.image_size}px, not {clf.arch} at {clf.image_size}px")
     if src.arch != clf.arch:
-        raise mismatch
-    if src.image_size != clf.image_size and get_spec(clf.arch).size_kwarg:  # a transformer: its position table resampled (timm)
-        src.model.set_input_size(img_size=(clf.image_size, clf.image_size))
-    try:  # a conv net's weights fit any size as they are: train low, fine-tune high (FixRes)
-        clf.model.load_state_dict(src.model.state_dict())
-    except RuntimeError as exc:  # a table timm resized differently from a model built at that size
-        raise mismatch from exc
+        raise ValueError(f"--init-from {folder}: it is {src.arch} at {src.image_size}px, not {clf.arch} at {clf.image_size}px")
+    state = src.model.state_dict()  # a conv net's weights fit any size as they are: train low, fine-tune high (FixRes)
+    if src.image_size != clf.image_size and get_spec(clf.arch).size_kwarg:
+        # a model built for its size (ViT's position table, Swin's window tables): timm's own filter resamples them
+        state = sys.modules[type(clf.model).__module__].checkpoint_filter_fn(state, clf.model)
+    clf.model.load_state_dict(state)
     data = src.config.get("data", {})
     return (f"{Path(folder).name} (this zoo's {src.arch}, trained on the {data.get('split_mode')} split, "
             f"data {data.get('fingerprint')}, commit {src.config.get('code_commit') or 'not recorded'})")
