@@ -6,7 +6,8 @@
 
 Step 17's floor is ImageNet EfficientNet-Lite0 at 224 px, average-pooled. FracAtlas fractures are small: does a
 larger input, a max-pooled map (a small finding is not averaged away with the whole radiograph) or a second
-backbone carry more? A variant is ``NAME@SIZE:POOL``, several joined by ``+`` (features concatenated). For each,
+backbone carry more? Or the floor reading a CLAHE-equalised image (``bench/equalize.py``: +0.02 for the probe alone
+within FracAtlas)? A variant is ``NAME@SIZE:POOL[/clahe]``, several joined by ``+`` (features concatenated). For each,
 the probe (``train.probe.fit``, strength chosen on pooled validation) is fitted on every source's train files,
 with features computed as the fusion computes them (``train.features.floor_features``), and mixed with the
 fusion's tuned branch (its calibrated logit) at each ``w``, as ``train.fuse`` chooses. Printed per variant: the
@@ -28,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from fracture_demo import load  # noqa: E402
 from train.data import ImageCache  # noqa: E402
-from train.features import cached_by_hash, floor_features  # noqa: E402
+from train.features import cached_by_hash, equalised, floor_features  # noqa: E402
 from train.fuse import choose_weight  # noqa: E402
 from train.probe import fit  # noqa: E402
 from train.sources import Source, split_sources  # noqa: E402
@@ -39,9 +40,13 @@ VARIANTS = ("efficientnet_lite0@224:avg", "efficientnet_lite0@224:max", "efficie
 POOLS = ("avg", "max", "avgmax")
 
 
-def cached(images: np.ndarray, hashes: list[str], name: str, size: int, cache: Path) -> dict[str, np.ndarray]:
-    """floor_features for every pooling, remembered per content hash (a rerun computes only new files)."""
-    return cached_by_hash(cache / f"{name}_{size}.npz", hashes, lambda idx: floor_features(images[idx], name, size, POOLS))
+def cached(images: np.ndarray, hashes: list[str], name: str, size: int, cache: Path,
+           contrast: str = "none") -> dict[str, np.ndarray]:
+    """floor_features for every pooling of the images as decoded or equalised (``train.features.equalised``),
+    remembered per content hash (a rerun computes only new files)."""
+    suffix = "" if contrast == "none" else f"_{contrast}"
+    return cached_by_hash(cache / f"{name}_{size}{suffix}.npz", hashes,
+                          lambda idx: floor_features(equalised(images[idx], contrast), name, size, POOLS))
 
 
 @torch.no_grad()
@@ -90,7 +95,9 @@ def main(argv: list[str] | None = None) -> int:
         for part in variant.split("+"):
             name, rest = part.split("@")
             size, pool = rest.split(":")
-            parts.append({k: cached(s.images, s.hashes, name, int(size), cache)[pool] for k, s in sets.items()})
+            pool, _, contrast = pool.partition("/")
+            parts.append({k: cached(s.images, s.hashes, name, int(size), cache, contrast or "none")[pool]
+                          for k, s in sets.items()})
         x = {k: np.concatenate([p[k] for p in parts], 1) for k in sets}
         res = fit(x, y)
         probe = logit(np.clip(res["prob"]["val"], 1e-7, 1 - 1e-7))  # its calibrated logit

@@ -96,6 +96,22 @@ def feature_similarity(base: np.ndarray, views: np.ndarray, chunk: int = 256) ->
     return sim
 
 
+def equalised(images: np.ndarray, how: str) -> np.ndarray:
+    """N x 1 x S x S uint8 images, each equalised (scikit-image, a dev requirement): ``global`` spreads every grey
+    level to an equal share of pixels; ``clahe`` equalises each of 8 x 8 tiles with clipped contrast, so a dark film
+    and a bright one look alike without an implant flattening the rest; ``none`` returns them as they are."""
+    if how == "none":
+        return images
+    from skimage import exposure
+
+    out = np.empty_like(images)
+    for i, im in enumerate(images[:, 0]):
+        f = (exposure.equalize_hist(im) if how == "global"
+             else exposure.equalize_adapthist(im, kernel_size=im.shape[-1] // 8, clip_limit=0.01))
+        out[i, 0] = np.clip(f * 255 + 0.5, 0, 255).astype(np.uint8)
+    return out
+
+
 @torch.no_grad()
 def floor_features(images: np.ndarray, model_name: str, size: int, pools: tuple[str, ...] = ("avg",),
                    pretrained: str = "local", batch: int = 16) -> dict[str, np.ndarray]:
