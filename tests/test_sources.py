@@ -127,6 +127,19 @@ def test_platt_scaling_undoes_the_shift_class_weighting_leaves():
     assert b < -1.0 and ece_platt < 0.02 < ece_temp
 
 
+def test_platt_scaling_weights_count_as_copies():
+    """A file of weight 2 pulls the fit as two copies of it do: what lets each source have the same say."""
+    from train.evaluate import fit_calibration
+    rng = np.random.default_rng(1)
+    y = (rng.random(600) < 0.3).astype(float)
+    logits = rng.normal(np.where(y == 1, 1.0, -1.0), 1.5)
+    heavy = np.arange(600) < 200
+    weighted = fit_calibration(logits, y, weight=np.where(heavy, 2.0, 1.0))
+    copied = fit_calibration(np.concatenate([logits, logits[heavy]]), np.concatenate([y, y[heavy]]))
+    assert np.allclose(weighted, copied, atol=1e-4)
+    assert not np.allclose(weighted, fit_calibration(logits, y), atol=1e-3)
+
+
 def test_calibrate_refits_config_not_weights(two_sources, tmp_path):
     from train.calibrate import main as calibrate_main
     out = tmp_path / "m"

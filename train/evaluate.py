@@ -77,20 +77,23 @@ def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
     return fit_calibration(logits, y, with_bias=False)[0]
 
 
-def fit_calibration(logits: np.ndarray, y: np.ndarray, with_bias: bool = True) -> tuple[float, float]:
-    """Platt scaling, ``sigmoid(logit / T + b)``, fitted by NLL on validation logits.
+def fit_calibration(logits: np.ndarray, y: np.ndarray, with_bias: bool = True,
+                    weight: np.ndarray | None = None) -> tuple[float, float]:
+    """Platt scaling, ``sigmoid(logit / T + b)``, fitted by NLL on validation logits (each file's term times
+    ``weight``, e.g. to give every source the same say).
 
     The bias matters here: class-balanced BCE (positive weight ~4.7 on FracAtlas) shifts every logit by
     about log(4.7), which a temperature alone cannot undo (validation ECE 0.15 after temperature scaling).
     """
     z, t = torch.tensor(logits, dtype=torch.float64), torch.tensor(y, dtype=torch.float64)
+    w = None if weight is None else torch.tensor(weight / np.mean(weight), dtype=torch.float64)
     log_t = torch.zeros(1, dtype=torch.float64, requires_grad=True)
     bias = torch.zeros(1, dtype=torch.float64, requires_grad=with_bias)
     opt = torch.optim.LBFGS([log_t, bias] if with_bias else [log_t], lr=0.1, max_iter=200)
 
     def closure():
         opt.zero_grad()
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(z / log_t.exp() + bias, t)
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(z / log_t.exp() + bias, t, weight=w)
         loss.backward()
         return loss
     opt.step(closure)
