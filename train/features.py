@@ -102,6 +102,8 @@ def equalised(images: np.ndarray, how: str) -> np.ndarray:
     and a bright one look alike without an implant flattening the rest; ``none`` returns them as they are."""
     if how == "none":
         return images
+    if how not in ("global", "clahe"):
+        raise ValueError(f"unknown equalisation {how!r}: none, global or clahe")
     from skimage import exposure
 
     out = np.empty_like(images)
