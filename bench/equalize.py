@@ -26,7 +26,7 @@ from sklearn.metrics import roc_auc_score
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from train.data import ImageCache  # noqa: E402
-from train.evaluate import bootstrap_ci, group_resamples  # noqa: E402
+from train.evaluate import bootstrap_ci, paired_auc_gain_ci  # noqa: E402
 from train.features import equalised, floor_features  # noqa: E402
 from train.probe import fit  # noqa: E402
 from train.sources import Source, group_ids, split_sources  # noqa: E402
@@ -67,10 +67,8 @@ def main(argv: list[str] | None = None) -> int:
                 "roc_auc_ci95": bootstrap_ci(y, z, groups, 0.0, args.bootstrap, keys=("roc_auc",))["roc_auc"]}
         if how != base:  # paired: the same resampled groups score both
             z0 = logits[(base, fitted_on, scored_on)]
-            d = [roc_auc_score(y[i], z[i]) - roc_auc_score(y[i], z0[i])
-                 for i in group_resamples(groups, args.bootstrap) if len(np.unique(y[i])) == 2]
             cell[f"minus_{base}"] = cell["roc_auc"] - roc_auc_score(y, z0)
-            cell[f"minus_{base}_ci95"] = [float(np.percentile(d, 2.5)), float(np.percentile(d, 97.5))]
+            cell[f"minus_{base}_ci95"] = paired_auc_gain_ci(y, z0, z, groups, args.bootstrap)
         cell = {k: float(v) if isinstance(v, np.floating) else v for k, v in cell.items()}
         out["cells"].append(cell)
         print(json.dumps(cell), flush=True)

@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from fracture_demo import load  # noqa: E402
 from train.data import ImageCache  # noqa: E402
-from train.evaluate import group_resamples  # noqa: E402
+from train.evaluate import paired_auc_gain_ci  # noqa: E402
 from train.sources import Source, group_ids, split_sources  # noqa: E402
 
 STRENGTHS = (1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0)
@@ -113,10 +113,9 @@ def main(argv: list[str] | None = None) -> int:
             m = origin == src
             row[src] = float(roc_auc_score(y[m], z[m]))
             if name != "trained head":
-                d = [roc_auc_score(y[m][i], z[m][i]) - roc_auc_score(y[m][i], trained[m][i])
-                     for i in group_resamples(list(groups[m]), args.bootstrap) if len(np.unique(y[m][i])) == 2]
                 row[f"{src} minus trained"] = row[src] - float(roc_auc_score(y[m], trained[m]))
-                row[f"{src} minus trained ci95"] = [float(np.percentile(d, 2.5)), float(np.percentile(d, 97.5))]
+                row[f"{src} minus trained ci95"] = paired_auc_gain_ci(y[m], trained[m], z[m], list(groups[m]),
+                                                                      args.bootstrap)
         out["rows"][name] = row
         print(name, json.dumps(row), flush=True)
     if args.json:
