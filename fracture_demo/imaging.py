@@ -10,21 +10,33 @@ import io
 import os
 import threading
 import warnings
+import zlib
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence, Union
+from typing import TYPE_CHECKING, Callable, Iterator, Sequence, Union
 
 import numpy as np
 import torch
-from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
-MAX_PIXELS = 80_000_000  # ~9000x9000; bigger files are refused before decoding (bounded memory)
-MAX_BYTES = 200 * 1024 * 1024
+if TYPE_CHECKING:
+    from pydicom import Dataset
+
+#: Limits every format shares, read from the header before a pixel is decoded (bounded memory and time).
+MAX_PIXELS = 80_000_000  # of the one frame decoded (~8900 x 8900)
+MAX_BYTES = 200 * 1024 * 1024  # of the file
 MIN_SIDE = 16
+MAX_BITS = 16  # per DICOM sample (radiographs store 10-16)
+DICOM_HEADER_BYTES = 4 * 1024 * 1024  # of a deflated DICOM's dataset before its pixel data
+#: Decodes of more pixels than this take turns, one at a time: four 80 MP uploads at once would each hold
+#: hundreds of MB; one at a time, their peak is one decode's (README "Reliability").
+LARGE_PIXELS = 12_000_000
 DISPLAY_SIDE = 1024  # images shown in the app are capped at this side
 
 ImageSource = Union[str, os.PathLike, bytes, Image.Image, np.ndarray]
-_truncated_lock = threading.Lock()
+_large_decodes = threading.BoundedSemaphore(1)
+_JPEG_END = b"\xff\xd9"
 
 
 class ImageError(ValueError):
@@ -49,6 +61,27 @@ class Decoded:
         return decode_image(self.path, draft_side=side)
 
 
+def check_size(width: int, height: int, fmt: str, frames: int = 1) -> list[str]:
+    """Refuse a frame outside the limits, from its header; -> the notes to show (a multi-frame file)."""
+    if width * height > MAX_PIXELS:
+        raise ImageError(f"the {fmt} image is too large ({width}x{height} = {width * height / 1e6:.0f} MP; "
+                         f"limit {MAX_PIXELS / 1e6:.0f} MP)")
+    if min(width, height) < MIN_SIDE:
+        raise ImageError(f"the {fmt} image is too small ({width}x{height}); a radiograph needs at least "
+                         f"{MIN_SIDE} px a side")
+    return [f"multi-frame {fmt} ({frames} frames): the first frame is used"] if frames > 1 else []
+
+
+@contextmanager
+def _decode_slot(pixels: int) -> Iterator[None]:
+    """Large decodes one at a time (their memory adds up under concurrent uploads); small ones at once."""
+    if pixels <= LARGE_PIXELS:
+        yield
+        return
+    with _large_decodes:
+        yield
+
+
 def _describe_non_image(head: bytes) -> str:
     if head.startswith(b"%PDF"):
         return "this is a PDF document, not an image"
@@ -68,6 +101,18 @@ def _window(arr: np.ndarray, lo: float, hi: float) -> np.ndarray:
     return (np.clip((arr - lo) / (hi - lo), 0, 1) * 255).round().astype(np.uint8)
 
 
+def _eight_bit(arr: np.ndarray, curve: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """``curve`` (values -> uint8) applied to every pixel without float copies of a large image: through a
+    lookup table over every value a <=16-bit integer can take (exact), else strip by strip."""
+    arr = arr.astype(arr.dtype.newbyteorder("="), copy=False)
+    if arr.dtype.kind in "ui" and arr.dtype.itemsize <= 2:
+        unsigned = np.dtype(f"u{arr.dtype.itemsize}")
+        domain = np.arange(2 ** (8 * arr.dtype.itemsize), dtype=unsigned).view(arr.dtype)
+        return curve(domain)[arr.view(unsigned)]
+    rows = max(1, 4_000_000 // max(1, arr[0].size))
+    return np.concatenate([curve(arr[i:i + rows]) for i in range(0, len(arr), rows)])
+
+
 def _stored_range(arr: np.ndarray, bits: int | None = None, signed: bool = False) -> tuple[float, float]:
     """The range a high-bit-depth image's container can hold, not the range this picture happens to use.
 
@@ -83,46 +128,151 @@ def _stored_range(arr: np.ndarray, bits: int | None = None, signed: bool = False
     return (-(2.0 ** (bits - 1)), 2.0 ** (bits - 1) - 1) if signed else (0.0, 2.0 ** bits - 1)
 
 
-def _decode_dicom(data: bytes) -> Decoded:
-    import pydicom
+def _dicom_header(data: bytes) -> tuple["Dataset", int]:
+    """The DICOM header (file meta and the dataset up to its pixel data), and where its dataset starts.
+    A deflated dataset is inflated only that far, so a small file cannot inflate to gigabytes here."""
+    from pydicom import dcmread
+    from pydicom.filereader import read_dataset, read_preamble
+    from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+    fp = io.BytesIO(data)
+    read_preamble(fp, force=True)
+    meta = read_dataset(fp, False, True, stop_when=lambda tag, vr, length: tag.group != 2)
+    start = fp.tell()
+    if meta.get("TransferSyntaxUID") != DeflatedExplicitVRLittleEndian:
+        return dcmread(io.BytesIO(data), force=True, stop_before_pixels=True), start
+    head = zlib.decompressobj(-zlib.MAX_WBITS).decompress(data[start:], DICOM_HEADER_BYTES)
+    header = read_dataset(io.BytesIO(head), False, True, stop_when=lambda tag, vr, length: tag == 0x7FE00010)
+    header.file_meta = meta
+    return header, start
+
+
+def _dicom_first_frame(data: bytes, header: "Dataset", start: int) -> np.ndarray:
+    """The first frame's stored values, decoding (and, deflated, inflating) no other frame."""
+    from pydicom.filereader import read_dataset
+    from pydicom.pixels import pixel_array
+    from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian
+
+    if header.file_meta.get("TransferSyntaxUID") != DeflatedExplicitVRLittleEndian:
+        return pixel_array(io.BytesIO(data), index=0)
+    # deflated data is native underneath: inflate up to the end of frame 0, then decode that alone
+    bits, samples = int(header.BitsAllocated), int(header.get("SamplesPerPixel", 1))
+    frame_bytes = -(-int(header.Rows) * int(header.Columns) * samples * bits // 8)
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    body = inflater.decompress(data[start:], DICOM_HEADER_BYTES + 12 + frame_bytes)
+    fp = io.BytesIO(body)
+    ds = read_dataset(fp, False, True, stop_when=lambda tag, vr, length: tag == 0x7FE00010)
+    pixels = body[fp.tell() + 12:fp.tell() + 12 + frame_bytes]  # after the element's tag, VR and length
+    if len(pixels) < frame_bytes:
+        raise ImageError("the DICOM's pixel data is truncated (its first frame is incomplete)")
+    ds.file_meta = header.file_meta.copy()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.PixelData = pixels
+    ds["PixelData"].VR = "OW" if bits > 8 else "OB"
+    if "NumberOfFrames" in ds:
+        ds.NumberOfFrames = 1
+    return pixel_array(ds)
+
+
+def _dicom_curve(ds: "Dataset", arr: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+    """Stored values -> display grey, as a viewer shows them: the VOI window (or LUT) the modality chose,
+    its output range mapped to 0-255; without one, the stored bits linearly. MONOCHROME1 inverted."""
     from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
-    try:
-        ds = pydicom.dcmread(io.BytesIO(data), force=True)
-    except Exception as exc:  # pydicom raises many types for broken files
-        raise ImageError(f"unreadable DICOM file ({exc.__class__.__name__}: {exc})") from exc
-    if "PixelData" not in ds:
-        raise ImageError("this DICOM file has no pixel data (PixelData is missing)")
-    try:
-        arr = ds.pixel_array
-    except Exception as exc:
-        raise ImageError(f"cannot decode this DICOM's pixel data ({exc})") from exc
-    notes = []
-    if arr.ndim == 3 and arr.shape[-1] not in (3, 4):
-        arr, notes = arr[0], [f"multi-frame DICOM ({arr.shape[0]} frames): first frame shown"]
-    if arr.ndim == 3:
-        return Decoded(Image.fromarray(arr[..., :3].astype(np.uint8)).convert("L"), notes, "DICOM")
-    if "WindowCenter" in ds or "VOILUTSequence" in ds:  # the window the modality chose for viewing
-        arr = apply_voi_lut(apply_modality_lut(arr, ds), ds)
-        out = _window(arr, float(np.min(arr)), float(np.max(arr)))
+    if "WindowCenter" in ds or "VOILUTSequence" in ds:
+        if "VOILUTSequence" in ds:  # preferred by apply_voi_lut; its output has the LUT's bit depth
+            lo, hi = 0.0, 2.0 ** int(ds.VOILUTSequence[0].LUTDescriptor[2]) - 1
+        else:  # the window's output range: what it gives far below and far above its centre
+            with np.errstate(over="ignore"):
+                lo, hi = (float(v) for v in apply_voi_lut(np.array([-1e15, 1e15]), ds))
+
+        def grey(v: np.ndarray) -> np.ndarray:
+            return _window(apply_voi_lut(apply_modality_lut(v, ds), ds), lo, hi)
     else:  # the stored bits, linearly (the modality LUT is linear too: same picture)
         bits = int(ds.get("BitsStored", 0)) or None
-        out = _window(arr, *_stored_range(arr, bits, int(ds.get("PixelRepresentation", 0)) == 1))
+        lo, hi = _stored_range(arr, bits, int(ds.get("PixelRepresentation", 0)) == 1)
+
+        def grey(v: np.ndarray) -> np.ndarray:
+            return _window(v, lo, hi)
     if str(ds.get("PhotometricInterpretation", "")).upper() == "MONOCHROME1":
-        out = 255 - out
-    return Decoded(Image.fromarray(out, "L"), notes, "DICOM")
+        return lambda v: 255 - grey(v)
+    return grey
+
+
+def _decode_dicom(data: bytes) -> Decoded:
+    try:
+        ds, start = _dicom_header(data)
+    except Exception as exc:  # pydicom raises many types for broken files
+        raise ImageError(f"unreadable DICOM file ({exc.__class__.__name__}: {exc})") from exc
+    if "Rows" not in ds or "Columns" not in ds:
+        raise ImageError("this DICOM file has no pixel data (PixelData is missing)")
+    if int(ds.get("BitsAllocated", 16)) > MAX_BITS:
+        raise ImageError(f"this DICOM stores {ds.BitsAllocated} bits a sample; limit {MAX_BITS} (radiographs store "
+                         f"at most 16)")
+    notes = check_size(int(ds.Columns), int(ds.Rows), "DICOM", int(ds.get("NumberOfFrames", 1) or 1))
+    with _decode_slot(int(ds.Columns) * int(ds.Rows)):
+        try:
+            arr = _dicom_first_frame(data, ds, start)
+        except ImageError:
+            raise
+        except Exception as exc:
+            if "no pixel data" in str(exc).lower():
+                raise ImageError("this DICOM file has no pixel data (PixelData is missing)") from exc
+            raise ImageError(f"cannot decode this DICOM's pixel data ({exc})") from exc
+        if arr.ndim == 3:
+            return Decoded(Image.fromarray(arr[..., :3].astype(np.uint8)).convert("L"), notes, "DICOM")
+        return Decoded(Image.fromarray(_eight_bit(arr, _dicom_curve(ds, arr)), "L"), notes, "DICOM")
 
 
 def _to_grey(img: Image.Image) -> Image.Image:
     if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         arr = np.asarray(img)
-        return Image.fromarray(_window(arr, *_stored_range(arr)), "L")
+        lo, hi = _stored_range(arr)
+        return Image.fromarray(_eight_bit(arr, lambda v: _window(v, lo, hi)), "L")
     if img.mode == "P":
         img = img.convert("RGBA")
     if img.mode in ("RGBA", "LA", "PA"):
         background = Image.new("RGBA", img.size, (0, 0, 0, 255))  # radiograph backgrounds are black
         img = Image.alpha_composite(background, img.convert("RGBA"))
     return img.convert("L")
+
+
+def _open_image(data: bytes, draft_side: int | None) -> Image.Image:
+    """Pillow's lazy image (the header read, no pixel yet), at JPEG draft scale where asked."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageError(f"the image is too large to decode safely (decompression bomb guard: {exc})") from exc
+    except UnidentifiedImageError as exc:
+        raise ImageError(_describe_non_image(data[:256])) from exc
+    if draft_side and img.format == "JPEG":  # decode at reduced scale: fast and bounded memory
+        img.draft("L", (draft_side, draft_side))
+    return img
+
+
+def _load(img: Image.Image, data: bytes, draft_side: int | None) -> tuple[Image.Image, list[str]]:
+    """Decode the pixels. A truncated JPEG is decoded again with its end marker put back: the pixels Pillow's
+    process-wide ``LOAD_TRUNCATED_IMAGES`` gives (checked on FracAtlas's 79 truncated files), without a flag
+    that other threads read."""
+    fmt = img.format or "?"
+    try:
+        img.load()
+        return img, []
+    except OSError as exc:
+        if "truncated" not in str(exc):
+            raise ImageError(f"the {fmt} file is corrupt ({exc})") from exc
+        if fmt != "JPEG":
+            raise ImageError(f"the {fmt} file is truncated (its end is missing): export it again") from exc
+    except (SyntaxError, ValueError) as exc:
+        raise ImageError(f"the {fmt} file is corrupt ({exc})") from exc
+    img = _open_image(data + _JPEG_END, draft_side)
+    try:
+        img.load()
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageError(f"the {fmt} file is truncated and unreadable ({exc})") from exc
+    return img, [f"the {fmt} file is truncated: the missing part is shown grey"]
 
 
 def _open_bytes(data: bytes, name: str, draft_side: int | None) -> Decoded:
@@ -132,48 +282,19 @@ def _open_bytes(data: bytes, name: str, draft_side: int | None) -> Decoded:
         raise ImageError(f"the file is too large ({len(data) / 2**20:.0f} MB; limit {MAX_BYTES // 2**20} MB)")
     if _is_dicom(data, name):
         return _decode_dicom(data)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data))
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageError(f"the image is too large to decode safely (decompression bomb guard: {exc})") from exc
-    except UnidentifiedImageError as exc:
-        raise ImageError(_describe_non_image(data[:256])) from exc
-    w, h = img.size
-    if w * h > MAX_PIXELS:
-        raise ImageError(f"the image is too large ({w}x{h} = {w * h / 1e6:.0f} MP; limit {MAX_PIXELS / 1e6:.0f} MP)")
-    if min(w, h) < MIN_SIDE:
-        raise ImageError(f"the image is too small ({w}x{h}); a radiograph needs at least {MIN_SIDE} px a side")
-    notes, fmt = [], img.format or "?"
-    if getattr(img, "n_frames", 1) > 1:
-        notes.append(f"animated {fmt} with {img.n_frames} frames: the first frame is used")
-        img.seek(0)
-    if draft_side and fmt == "JPEG":  # decode at reduced scale: fast and bounded memory
+    img = _open_image(data, None)
+    fmt = img.format or "?"
+    notes = check_size(*img.size, fmt, getattr(img, "n_frames", 1))
+    if draft_side and fmt == "JPEG":
         img.draft("L", (draft_side, draft_side))
+    if getattr(img, "n_frames", 1) > 1:
+        img.seek(0)
     if img.mode == "CMYK":
         notes.append("CMYK image converted to greyscale")
-    try:
-        img.load()
-    except OSError as exc:
-        if "truncated" not in str(exc):
-            raise ImageError(f"the {fmt} file is corrupt ({exc})") from exc
-        with _truncated_lock:
-            ImageFile.LOAD_TRUNCATED_IMAGES = True
-            try:
-                img = Image.open(io.BytesIO(data))
-                if draft_side and fmt == "JPEG":
-                    img.draft("L", (draft_side, draft_side))
-                img.load()
-            except OSError as exc2:
-                raise ImageError(f"the {fmt} file is truncated and unreadable ({exc2})") from exc2
-            finally:
-                ImageFile.LOAD_TRUNCATED_IMAGES = False
-        notes.append(f"the {fmt} file is truncated: the missing part is shown grey")
-    except (SyntaxError, ValueError) as exc:
-        raise ImageError(f"the {fmt} file is corrupt ({exc})") from exc
-    img = ImageOps.exif_transpose(img) if fmt == "JPEG" else img
-    return Decoded(_to_grey(img), notes, fmt)
+    with _decode_slot(img.size[0] * img.size[1]):
+        img, more = _load(img, data, draft_side)
+        img = ImageOps.exif_transpose(img) if fmt == "JPEG" else img
+        return Decoded(_to_grey(img), notes + more, fmt)
 
 
 def decode_image(source: ImageSource, draft_side: int | None = None) -> Decoded:

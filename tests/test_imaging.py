@@ -1,11 +1,21 @@
 """Every kind of bad or odd input: decoded sensibly, or refused with a clear message."""
 import io
+import struct
+import threading
+import time
+import tracemalloc
+import zlib
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageFile
 
+from fracture_demo import imaging
 from fracture_demo.imaging import ImageError, decode_image
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "assets" / "examples" / "fractured_hand.jpg"
 
 
 def save(img: Image.Image, path, fmt: str, **kw):
@@ -136,3 +146,134 @@ def test_dicom_window_applied(tmp_path):
 def test_dicom_without_pixels(tmp_path):
     with pytest.raises(ImageError, match="no pixel data"):
         decode_image(_dicom(tmp_path / "empty.dcm", None))
+
+
+def deflated_dicom(rows: int, cols: int, frames: int = 1) -> bytes:
+    """A Deflated Explicit VR Little Endian DICOM of ``frames`` 16-bit frames of zeros: megabytes that inflate
+    to gigabytes (the bomb of the issue), written as a stream so the test never holds the pixels."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filewriter import write_dataset, write_file_meta_info
+    from pydicom.uid import DeflatedExplicitVRLittleEndian, generate_uid
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = "1.2.840.10008.5.1.4.1.1.1", generate_uid()
+    meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    ds = Dataset()
+    ds.Modality, ds.SamplesPerPixel, ds.PhotometricInterpretation = "DX", 1, "MONOCHROME2"
+    ds.Rows, ds.Columns, ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = rows, cols, 16, 12, 11, 0
+    if frames > 1:
+        ds.NumberOfFrames = frames
+    head, meta_fp = DicomBytesIO(), DicomBytesIO()
+    head.is_little_endian, head.is_implicit_VR = True, False
+    write_dataset(head, ds)
+    write_file_meta_info(meta_fp, meta)
+    size = rows * cols * 2 * frames
+    z = zlib.compressobj(1, zlib.DEFLATED, -zlib.MAX_WBITS)
+    out = [z.compress(head.getvalue() + struct.pack("<HH2sHI", 0x7FE0, 0x0010, b"OW", 0, size))]
+    zeros = bytes(1 << 22)
+    for _ in range(size // len(zeros)):
+        out.append(z.compress(zeros))
+    out += [z.compress(bytes(size % len(zeros))), z.flush()]
+    return b"\0" * 128 + b"DICM" + meta_fp.getvalue() + b"".join(out)
+
+
+def test_deflated_dicom_bomb_refused_from_its_header(tmp_path):
+    p = tmp_path / "bomb.dcm"
+    p.write_bytes(deflated_dicom(12_000, 12_000))  # 288 MB of pixels in a file of about 1 MB
+    assert p.stat().st_size < 2_000_000
+    tracemalloc.start()
+    t0 = time.perf_counter()
+    with pytest.raises(ImageError, match=r"too large \(12000x12000 = 144 MP; limit 80 MP\)"):
+        decode_image(p)
+    seconds, peak = time.perf_counter() - t0, tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert seconds < 1 and peak < 40e6, (seconds, peak)  # the file's bytes and 4 MB of header, not 288 MB
+
+
+def test_multiframe_dicom_decodes_its_first_frame_only(tmp_path):
+    p = tmp_path / "frames.dcm"
+    p.write_bytes(deflated_dicom(1024, 1024, frames=120))  # 252 MB of pixels once inflated, one frame is 2 MB
+    tracemalloc.start()
+    d = decode_image(p)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert d.image.size == (1024, 1024) and "120 frames" in d.warnings[0] and "first frame" in d.warnings[0]
+    assert peak < 40e6, peak
+
+
+def test_png_just_over_the_pixel_limit_refused(tmp_path):
+    side = (10_000, imaging.MAX_PIXELS // 10_000 + 1)
+    p = save(Image.new("L", side), tmp_path / "over.png", "PNG")
+    with pytest.raises(ImageError, match=f"too large \\(10000x{side[1]} = 80 MP; limit 80 MP\\)"):
+        decode_image(p)
+
+
+def _truncated_jpeg(seed: int) -> bytes:
+    rng = np.random.default_rng(seed)
+    buf = io.BytesIO()
+    Image.fromarray((rng.random((300, 300)) * 255).astype(np.uint8)).save(buf, "JPEG")
+    return buf.getvalue()[: len(buf.getvalue()) * 2 // 3]
+
+
+def test_truncated_jpeg_pixels_as_pillows_truncated_mode(tmp_path):
+    data = _truncated_jpeg(1)
+    p = tmp_path / "t.jpg"
+    p.write_bytes(data)
+    ImageFile.LOAD_TRUNCATED_IMAGES = True
+    try:
+        expected = np.asarray(Image.open(io.BytesIO(data)).convert("L"))
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = False
+    assert np.array_equal(np.asarray(decode_image(p).image), expected)
+
+
+def test_truncated_png_refused_with_a_message(tmp_path, grey):
+    buf = io.BytesIO()
+    grey.resize((400, 400)).save(buf, "PNG")
+    p = tmp_path / "t.png"
+    p.write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
+    with pytest.raises(ImageError, match="truncated"):
+        decode_image(p)
+
+
+def test_concurrent_truncated_decodes_each_warned(tmp_path):
+    """No process-wide flag flips per request: every truncated file carries its warning at any concurrency."""
+    paths = []
+    for i in range(32):
+        p = tmp_path / f"{i}.jpg"
+        p.write_bytes(_truncated_jpeg(i))
+        paths.append(p)
+    seen = []
+    watch = threading.Event()
+
+    def watcher():  # the flag other threads would read must never be set
+        while not watch.is_set():
+            seen.append(ImageFile.LOAD_TRUNCATED_IMAGES)
+
+    t = threading.Thread(target=watcher)
+    t.start()
+    with ThreadPoolExecutor(8) as pool:
+        decoded = list(pool.map(decode_image, paths * 4))
+    watch.set()
+    t.join()
+    assert all(any("truncated" in w for w in d.warnings) for d in decoded)
+    assert not any(seen)
+
+
+def _dicom_of(pixels8: np.ndarray, path, photometric: str) -> Path:
+    """The 8-bit picture as a 12-bit DICOM that a viewer shows as that picture: stored = grey * 4095 / 255,
+    windowed over the whole 12 bits (centre 2048, width 4096); MONOCHROME1 stores it inverted."""
+    stored = np.round(pixels8.astype(np.float64) * 4095 / 255)
+    return _dicom(path, 4095 - stored if photometric == "MONOCHROME1" else stored, photometric, window=(2048, 4096))
+
+
+@pytest.mark.parametrize("photometric", ["MONOCHROME2", "MONOCHROME1"])
+def test_dicom_window_round_trip_gives_the_pngs_answer(tmp_path, photometric):
+    import fracture_demo as fd
+    pixels = (30 + np.asarray(decode_image(EXAMPLE).image) * 0.75).astype(np.uint8)  # not black to white
+    png = save(Image.fromarray(pixels), tmp_path / "x.png", "PNG")
+    dcm = _dicom_of(pixels, tmp_path / "x.dcm", photometric)
+    shown = np.asarray(decode_image(dcm).image).astype(int)
+    assert np.abs(shown - pixels).max() <= 1
+    clf = fd.load("assets/models/efficientnet_lite0_fusion")
+    assert clf.predict(dcm).probability == pytest.approx(clf.predict(png).probability, abs=0.01)
