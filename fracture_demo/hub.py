@@ -19,11 +19,27 @@ def resolve_model_dir(folder_or_id: str | os.PathLike, revision: str | None = No
     if path.exists() or name.count("/") != 1 or name.startswith((".", "/")):
         raise FileNotFoundError(f"model {name!r} not found: not a local model folder, nor a Hub id (owner/name)")
     from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import (GatedRepoError, HfHubHTTPError, LocalEntryNotFoundError,
+                                        RepositoryNotFoundError, RevisionNotFoundError)
     try:
         return Path(snapshot_download(name, revision=revision, allow_patterns=["*.json", "*.safetensors", "*.md", "*.png"]))
-    except Exception as exc:  # offline, missing repo, gated: all mean "can't get it"
-        raise FileNotFoundError(f"model {name!r} not found locally and not downloadable from the Hub "
-                                f"({exc.__class__.__name__}); offline, pass a local model folder") from exc
+    except GatedRepoError as exc:  # before its parent class: the repo exists, this user may not read it yet
+        raise PermissionError(f"model {name!r} is gated on the Hub: accept its terms on its page, then log in "
+                              f"(`hf auth login` or $HF_TOKEN)") from exc
+    except RevisionNotFoundError as exc:
+        raise FileNotFoundError(f"model {name!r} has no revision {revision!r} on the Hub") from exc
+    except RepositoryNotFoundError as exc:  # the Hub answers a private repo's stranger the same way
+        raise FileNotFoundError(f"model {name!r} not found: no such local folder, and no such Hub repo "
+                                f"(or it is private and you are not logged in: `hf auth login` or $HF_TOKEN)") from exc
+    except LocalEntryNotFoundError as exc:  # offline mode, or no network, and not in the local cache
+        raise ConnectionError(f"model {name!r} is not in the local Hub cache and the Hub cannot be reached "
+                              f"(no network, or HF_HUB_OFFLINE is set): pass a local model folder") from exc
+    except HfHubHTTPError as exc:
+        status = getattr(exc.response, "status_code", None)
+        if status in (401, 403):
+            raise PermissionError(f"model {name!r}: the Hub refused access ({status}): log in with an account "
+                                  f"that may read it (`hf auth login` or $HF_TOKEN)") from exc
+        raise
 
 
 def push_folder(folder: str | os.PathLike, repo_id: str, private: bool = False, api=None,

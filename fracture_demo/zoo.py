@@ -84,7 +84,8 @@ class ModelZoo:
         self.entries = {e.name: e for e in entries}
         self.replicas = replicas
         self._loaded: dict[str, FractureClassifier] = {}
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # guards the two dicts only; never held while a model loads
+        self._loading: dict[str, threading.Lock] = {}
 
     @property
     def names(self) -> list[str]:
@@ -104,12 +105,17 @@ class ModelZoo:
         one threshold (the official-split twins) keeps it, and its details say so."""
         if name not in self.entries:
             raise KeyError(f"unknown model {name!r}; available: {', '.join(self.names) or 'none'}")
-        with self._lock:
-            if name not in self._loaded:
-                clf = load(self.entries[name].source)
-                clf.replicate(self.replicas)
-                self._loaded[name] = clf
-            clf = self._loaded[name]
+        clf = self._loaded.get(name)
+        if clf is None:
+            with self._lock:
+                model_lock = self._loading.setdefault(name, threading.Lock())
+            with model_lock:  # one load per model; loading one never blocks another that is ready
+                clf = self._loaded.get(name)
+                if clf is None:
+                    clf = load(self.entries[name].source)
+                    clf.replicate(self.replicas)
+                    with self._lock:
+                        self._loaded[name] = clf
         return clf.at_operating_point(operating_point) if operating_point in clf.operating_points else clf
 
     @property

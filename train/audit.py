@@ -267,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
                     Path(args.report_dir) if args.report_dir else None, args.threshold, args.features,
                     args.pretrained, args.size, args.seed, fr, args.workers,
                     None if args.features_cache == "none" else args.features_cache)
-    except (FileNotFoundError, ValueError) as exc:
+    except (OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(json.dumps({k: v for k, v in rep.items() if k not in ("warnings",)}, indent=2))

@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
         clf = load(args.model)
         sources = [Source.parse(d) for d in args.data]
         splits, _ = split_sources(sources)
-    except (FileNotFoundError, ValueError) as exc:
+    except (OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     val = ImageCache(clf.image_size).load(splits["val"])
@@ -92,7 +92,7 @@ def asked_sensitivity(rule: str) -> float | None:
 def _record_prevalence(folder: Path) -> int:
     try:
         cm = json.loads((folder / "metrics.json").read_text())["results"]["val"]["confusion_matrix"]
-    except (FileNotFoundError, KeyError, ValueError) as exc:
+    except (OSError, KeyError, ValueError) as exc:
         print(f"error: {folder} has no validation confusion matrix in metrics.json ({exc!r})", file=sys.stderr)
         return 2
     path = folder / "config.json"

@@ -227,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
         clf = load(args.model)
         split_file = args.split_file or default_split_file(args.data_dir)
         samples = split_samples(scan(args.data_dir), args.split_mode, split_file)[args.split]
-    except (FileNotFoundError, ValueError) as exc:
+    except (OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if not samples:
@@ -248,7 +248,7 @@ def _evaluate_sources(args: argparse.Namespace) -> int:
         clf = load(args.model)
         sources = [Source.parse(d) for d in args.data]
         samples = split_sources(sources)[0][args.split]
-    except (FileNotFoundError, ValueError) as exc:
+    except (OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     cache = ImageCache(clf.image_size, args.workers)

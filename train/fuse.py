@@ -139,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         clf, results = fuse(args.model, [Source.parse(d) for d in args.data], args.floor, args.floor_size,
                    args.probe_sources.split(",") if args.probe_sources else None, args.choose_on,
                    args.min_sensitivity, args.pretrained)
-    except (FileNotFoundError, ValueError) as exc:
+    except (OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     out = clf.save_pretrained(args.out, half=True)

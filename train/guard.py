@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         sources = {Path(spec.partition(":")[0]).name: source_splits(spec) for spec in args.data}
         if args.layer:
             clf.unwrapped.get_submodule(args.layer)
-    except (FileNotFoundError, ValueError, AttributeError) as exc:
+    except (OSError, ValueError, AttributeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     guard = fit_guard(clf, sources, args.workers, args.layer)

@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         sources = ([Source.parse(d) for d in args.data] if args.data else
                    [from_legacy(args.data_dir, args.split_mode, args.split_file or str(default_split_file(args.data_dir)))])
         report = probe(sources, args.models.split(","), args.image_size, args.pretrained, args.bootstrap, args.workers)
-    except (FileNotFoundError, ValueError) as exc:
+    except (OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     text = json.dumps(report, indent=1)
