@@ -7,12 +7,19 @@ UI wiring only: every decision about models, images and explanations lives in ``
 from __future__ import annotations
 
 import argparse
+import functools
+import hashlib
+import io
+import os
 import re
+import tempfile
 from pathlib import Path
 
 import gradio as gr
 import numpy as np
 import torch
+from gradio.utils import get_upload_folder
+from PIL import Image
 
 from fracture_demo import ImageError, decode_image, get_spec, threshold_range
 from fracture_demo import methods, prevalence as pretest
@@ -100,7 +107,6 @@ class FractureApp:
     def reblend(self, state, opacity: float):
         if not state:
             return None
-        from PIL import Image
         img, heat, outline = state
         blended = overlay(Image.fromarray(img), heat, opacity)
         return outline.draw(blended) if outline else blended
@@ -195,6 +201,44 @@ def sureness(flip_probs: list[float], threshold: float) -> str:
     return text + (": the decision holds." if hi - lo < 0.1 else ": the decision holds, but the number is loose.")
 
 
+def jpeg_file(image: Image.Image, name: str = "image") -> str:
+    """``image`` as a JPEG in gradio's upload folder, under its content's hash; a file already there is never
+    rewritten. Works around gradio's cache race (gradio issues 8878 and 8351): gradio writes each returned PIL
+    image in place at a path named by its content's hash, so two requests with identical outputs rewrite a file
+    a third is streaming, and that answer is lost (h11 "Too little data for declared Content-Length"). Here the
+    bytes go to a temporary name and are renamed into place; gradio serves a path inside its folder as it is."""
+    buf = io.BytesIO()
+    image.convert("RGB").save(buf, "JPEG")  # JPEG: encodes 5-10x faster than gradio's default WebP
+    data = buf.getvalue()
+    folder = Path(get_upload_folder()) / hashlib.sha256(data).hexdigest()
+    path = folder / f"{name}.jpeg"
+    if not path.is_file():
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, staging = tempfile.mkstemp(dir=folder, prefix=f".{name}.")
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(staging, path)
+    return str(path)
+
+
+def _as_files(value):
+    """Every image in a handler's outputs (alone or in a gallery's (image, caption) pairs) as a :func:`jpeg_file`."""
+    if isinstance(value, Image.Image):
+        return jpeg_file(value)
+    if isinstance(value, list) and value and isinstance(value[0], tuple):
+        return [(_as_files(item[0]), *item[1:]) for item in value]
+    return value
+
+
+def cached_files(handler):
+    """``handler`` with its images served as files (:func:`jpeg_file`): what the UI wires, not what tests call."""
+    @functools.wraps(handler)
+    def wrapped(*args, **kwargs):
+        out = handler(*args, **kwargs)
+        return tuple(_as_files(v) for v in out) if isinstance(out, tuple) else _as_files(out)
+    return wrapped
+
+
 def _about(zoo: ModelZoo) -> str:
     def table(name: str) -> str:
         path = RESULTS / f"{name}.md"
@@ -239,6 +283,7 @@ def examples(target: gr.File) -> None:
 
 def build_app(zoo: ModelZoo) -> gr.Blocks:
     app = FractureApp(zoo)
+    predict, reblend, compare = cached_files(app.predict), cached_files(app.reblend), cached_files(app.compare)
     choices = [(zoo.entries[n].label, n) for n in zoo.names]
     default = zoo.default
     offered = app.methods_for(default) if default else [(methods.LABELS[methods.FALLBACK], methods.FALLBACK)]
@@ -267,21 +312,20 @@ def build_app(zoo: ModelZoo) -> gr.Blocks:
                     label = gr.Label(num_top_classes=2, label="Calibrated probability", elem_id="probability")
                     details = gr.Markdown(elem_id="details")
                     with gr.Row():
-                        # JPEG: encodes 5-10x faster than gradio's default WebP; under load that is CPU for requests
-                        over = gr.Image(label="Explanation overlay", type="pil", elem_id="overlay", height=420, format="jpeg")
-                        heat = gr.Image(label="Raw heatmap", type="pil", elem_id="heatmap", height=420, format="jpeg")
+                        over = gr.Image(label="Explanation overlay", type="filepath", elem_id="overlay", height=420)
+                        heat = gr.Image(label="Raw heatmap", type="filepath", elem_id="heatmap", height=420)
             state = gr.State()
             outputs = [label, over, heat, details, state]
             inputs = [file, model, method, opacity, prevalence, point]
-            run.click(app.predict, inputs, outputs, api_name="predict")
-            file.upload(app.predict, inputs, outputs, api_visibility="private")
-            prevalence.release(app.predict, inputs, outputs, api_visibility="private")
-            point.change(app.predict, inputs, outputs, api_visibility="private")
+            run.click(predict, inputs, outputs, api_name="predict")
+            file.upload(predict, inputs, outputs, api_visibility="private")
+            prevalence.release(predict, inputs, outputs, api_visibility="private")
+            point.change(predict, inputs, outputs, api_visibility="private")
             camera.change(lambda p: p, camera, file, api_visibility="private").then(
-                app.predict, inputs, outputs, api_visibility="private")
+                predict, inputs, outputs, api_visibility="private")
             model.change(lambda m: gr.Dropdown(choices=app.methods_for(m), value=methods.FALLBACK), model, method,
                          api_visibility="private")
-            opacity.release(app.reblend, [state, opacity], over, api_visibility="private")
+            opacity.release(reblend, [state, opacity], over, api_visibility="private")
         with gr.Tab("Compare"):
             with gr.Row():
                 cfile = gr.File(label="Radiograph (the one uploaded in Predict, or another)", type="filepath",
@@ -300,7 +344,7 @@ def build_app(zoo: ModelZoo) -> gr.Blocks:
             table = gr.Dataframe(headers=["model", "trained on", "P(fractured)", "decision", "FracAtlas ROC AUC",
                                           "grouped bal. acc", "official acc"], label="Each model on this image")
             gallery = gr.Gallery(label="Where each model looked", columns=4)
-            crun.click(app.compare, [cfile, cmethod, cmodels, cpoint, cprevalence], [table, gallery, ensemble, agreement], api_name="compare")
+            crun.click(compare, [cfile, cmethod, cmodels, cpoint, cprevalence], [table, gallery, ensemble, agreement], api_name="compare")
             # one upload serves both tabs: Predict's radiograph (uploaded, example or camera) is Compare's too
             file.change(lambda p: p, file, cfile, api_visibility="private")
             cfile.upload(lambda p: p, cfile, file, api_visibility="private")

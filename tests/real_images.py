@@ -42,3 +42,14 @@ def real_radiographs() -> list[Path]:
         picks.append(next((r for r in mine if "rotated" in r["file"]), None))
         out += [_blob("bone-fracture-multi-region", r) for r in picks if r]
     return [p for p in dict.fromkeys(out) if p.is_file()]
+
+
+def sample_radiographs(per_source: int, seed: int = 0) -> list[Path]:
+    """``per_source`` test radiographs drawn at random from each data set (both labels, any body part)."""
+    import random
+    rng = random.Random(seed)
+    out: list[Path] = []
+    for source in ("fracatlas", "bone-fracture-multi-region"):
+        rows = [r for r in _rows(source) if r["split"] == "test"]
+        out += [_blob(source, r) for r in rng.sample(rows, min(per_source, len(rows)))]
+    return [p for p in out if p.is_file()]

@@ -4,6 +4,7 @@ Concurrent calls once crashed the server (heap corruption: explanations of one s
 backward into its weights' .grad from two threads and read each other's hooked activations).
 Every concurrent answer must equal the answer to the same request made alone.
 """
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -84,3 +85,25 @@ def test_replicas_share_the_weights_not_the_modules():
     for other in copies[1:]:
         assert all(a is b for a, b in zip(copies[0].parameters(), other.parameters()))  # one set of weights
         assert all(a is b for a, b in zip(copies[0].buffers(), other.buffers()))
+
+
+def test_many_identical_requests_all_complete(served):
+    """Fifty people clicking one example at once: identical outputs once shared a cache path that one request
+    rewrote while another streamed it, and answers were lost (gradio issues 8878 / 8351; app.cached_files)."""
+    from gradio_client import handle_file
+    zoo, connect = served
+    clients = list(ThreadPoolExecutor(8).map(lambda _: connect(), range(50)))
+    start = threading.Barrier(50)
+
+    def ask(client):
+        start.wait()
+        res = client.predict(handle_file(IMAGES[0]), "efficientnet_lite0_fusion", "gradcam", 0.5, 0, "screen",
+                             api_name="/predict")
+        return next(c["confidence"] for c in res[0]["confidences"] if c["label"] == "fractured"), _heat(res[1]), _heat(res[2])
+
+    with ThreadPoolExecutor(50) as pool:
+        answers = list(pool.map(ask, clients))
+    assert len(answers) == 50
+    p0, over0, heat0 = answers[0]
+    for p, over, heat in answers:
+        assert p == pytest.approx(p0, abs=1e-6) and np.array_equal(over, over0) and np.array_equal(heat, heat0)

@@ -1,10 +1,8 @@
 """Every kind of bad or odd input: decoded sensibly, or refused with a clear message."""
 import io
-import struct
 import threading
 import time
 import tracemalloc
-import zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -14,6 +12,7 @@ from PIL import Image, ImageFile
 
 from fracture_demo import imaging
 from fracture_demo.imaging import ImageError, decode_image
+from tests.hostile_files import dicom_bytes, png_over_limit
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "assets" / "examples" / "fractured_hand.jpg"
 
@@ -148,38 +147,9 @@ def test_dicom_without_pixels(tmp_path):
         decode_image(_dicom(tmp_path / "empty.dcm", None))
 
 
-def deflated_dicom(rows: int, cols: int, frames: int = 1) -> bytes:
-    """A Deflated Explicit VR Little Endian DICOM of ``frames`` 16-bit frames of zeros: megabytes that inflate
-    to gigabytes (the bomb of the issue), written as a stream so the test never holds the pixels."""
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.filebase import DicomBytesIO
-    from pydicom.filewriter import write_dataset, write_file_meta_info
-    from pydicom.uid import DeflatedExplicitVRLittleEndian, generate_uid
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = "1.2.840.10008.5.1.4.1.1.1", generate_uid()
-    meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
-    ds = Dataset()
-    ds.Modality, ds.SamplesPerPixel, ds.PhotometricInterpretation = "DX", 1, "MONOCHROME2"
-    ds.Rows, ds.Columns, ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = rows, cols, 16, 12, 11, 0
-    if frames > 1:
-        ds.NumberOfFrames = frames
-    head, meta_fp = DicomBytesIO(), DicomBytesIO()
-    head.is_little_endian, head.is_implicit_VR = True, False
-    write_dataset(head, ds)
-    write_file_meta_info(meta_fp, meta)
-    size = rows * cols * 2 * frames
-    z = zlib.compressobj(1, zlib.DEFLATED, -zlib.MAX_WBITS)
-    out = [z.compress(head.getvalue() + struct.pack("<HH2sHI", 0x7FE0, 0x0010, b"OW", 0, size))]
-    zeros = bytes(1 << 22)
-    for _ in range(size // len(zeros)):
-        out.append(z.compress(zeros))
-    out += [z.compress(bytes(size % len(zeros))), z.flush()]
-    return b"\0" * 128 + b"DICM" + meta_fp.getvalue() + b"".join(out)
-
-
 def test_deflated_dicom_bomb_refused_from_its_header(tmp_path):
     p = tmp_path / "bomb.dcm"
-    p.write_bytes(deflated_dicom(12_000, 12_000))  # 288 MB of pixels in a file of about 1 MB
+    p.write_bytes(dicom_bytes(12_000, 12_000))  # 288 MB of pixels in a file of about 1 MB
     assert p.stat().st_size < 2_000_000
     tracemalloc.start()
     t0 = time.perf_counter()
@@ -192,7 +162,7 @@ def test_deflated_dicom_bomb_refused_from_its_header(tmp_path):
 
 def test_multiframe_dicom_decodes_its_first_frame_only(tmp_path):
     p = tmp_path / "frames.dcm"
-    p.write_bytes(deflated_dicom(1024, 1024, frames=120))  # 252 MB of pixels once inflated, one frame is 2 MB
+    p.write_bytes(dicom_bytes(1024, 1024, frames=120))  # 252 MB of pixels once inflated, one frame is 2 MB
     tracemalloc.start()
     d = decode_image(p)
     peak = tracemalloc.get_traced_memory()[1]
@@ -202,9 +172,9 @@ def test_multiframe_dicom_decodes_its_first_frame_only(tmp_path):
 
 
 def test_png_just_over_the_pixel_limit_refused(tmp_path):
-    side = (10_000, imaging.MAX_PIXELS // 10_000 + 1)
-    p = save(Image.new("L", side), tmp_path / "over.png", "PNG")
-    with pytest.raises(ImageError, match=f"too large \\(10000x{side[1]} = 80 MP; limit 80 MP\\)"):
+    p = tmp_path / "over.png"
+    p.write_bytes(png_over_limit())
+    with pytest.raises(ImageError, match=f"too large \\(10000x{imaging.MAX_PIXELS // 10_000 + 1} = 80 MP; limit 80 MP\\)"):
         decode_image(p)
 
 
