@@ -32,6 +32,10 @@ DICOM_HEADER_BYTES = 4 * 1024 * 1024  # of a deflated DICOM's dataset before its
 #: Decodes of more pixels than this take turns, one at a time: four 80 MP uploads at once would each hold
 #: hundreds of MB; one at a time, their peak is one decode's (README "Reliability").
 LARGE_PIXELS = 12_000_000
+#: The most memory one decode takes beyond its file's bytes, at the limits (an 80 MP colour JPEG decoded at full
+#: size: 0.61 GB; 16-bit PNG, DICOM, RGBA PNG: 0.40-0.47 GB; JPEGs at the app's display size: 4 MB).
+#: tests/test_imaging.py holds it.
+DECODE_MEMORY = 640 * 2**20
 DISPLAY_SIDE = 1024  # images shown in the app are capped at this side
 
 ImageSource = Union[str, os.PathLike, bytes, Image.Image, np.ndarray]
@@ -229,12 +233,19 @@ def _to_grey(img: Image.Image) -> Image.Image:
         arr = np.asarray(img)
         lo, hi = _stored_range(arr)
         return Image.fromarray(_eight_bit(arr, lambda v: _window(v, lo, hi)), "L")
-    if img.mode == "P":
-        img = img.convert("RGBA")
-    if img.mode in ("RGBA", "LA", "PA"):
-        background = Image.new("RGBA", img.size, (0, 0, 0, 255))  # radiograph backgrounds are black
-        img = Image.alpha_composite(background, img.convert("RGBA"))
+    if img.mode in ("P", "RGBA", "LA", "PA"):  # strip by strip: one RGBA copy of an 80 MP image is 320 MB
+        out = Image.new("L", img.size)
+        rows = max(1, 1_000_000 // img.width)
+        for y in range(0, img.height, rows):
+            out.paste(_over_black(img.crop((0, y, img.width, min(img.height, y + rows)))), (0, y))
+        return out
     return img.convert("L")
+
+
+def _over_black(img: Image.Image) -> Image.Image:
+    """Transparent parts shown black, as radiograph backgrounds are."""
+    rgba = img.convert("RGBA")
+    return Image.alpha_composite(Image.new("RGBA", img.size, (0, 0, 0, 255)), rgba).convert("L")
 
 
 def _open_image(data: bytes, draft_side: int | None) -> Image.Image:

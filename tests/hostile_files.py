@@ -64,12 +64,22 @@ def dicom_at_limit() -> bytes:
     return dicom_bytes(side, side, deflated=False, pixels=np.broadcast_to(row, (side, side)).tobytes())
 
 
-def jpeg_at_limit() -> bytes:
-    """An 80 MP greyscale JPEG."""
+def _gradient(mode: str) -> Image.Image:
     side = _side()
-    img = Image.linear_gradient("L").resize((side, side))
+    return Image.linear_gradient("L").resize((side, side)).convert(mode)
+
+
+def jpeg_at_limit(mode: str = "L") -> bytes:
+    """An 80 MP JPEG (greyscale, or ``mode``)."""
     buf = io.BytesIO()
-    img.save(buf, "JPEG", quality=85)
+    _gradient(mode).save(buf, "JPEG", quality=85)
+    return buf.getvalue()
+
+
+def png_at_limit(mode: str) -> bytes:
+    """An 80 MP PNG of ``mode`` (say RGBA: Pillow holds 4 bytes a pixel)."""
+    buf = io.BytesIO()
+    _gradient(mode).save(buf, "PNG", compress_level=1)
     return buf.getvalue()
 
 

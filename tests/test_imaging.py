@@ -247,3 +247,29 @@ def test_dicom_window_round_trip_gives_the_pngs_answer(tmp_path, photometric):
     assert np.abs(shown - pixels).max() <= 1
     clf = fd.load("assets/models/efficientnet_lite0_fusion")
     assert clf.predict(dcm).probability == pytest.approx(clf.predict(png).probability, abs=0.01)
+
+
+DECODE_PEAK = """
+import sys
+from fracture_demo.imaging import decode_image
+def kib(field):  # VmHWM: this process's peak (ru_maxrss would carry the parent's across exec)
+    return next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith(field + ":"))
+base = kib("VmRSS")
+for path in sys.argv[1:]:
+    decode_image(path)
+print((kib("VmHWM") - base) * 1024)
+"""
+
+
+def test_one_decode_stays_within_its_memory_bound(tmp_path):
+    """The README's bound on one decode, for the worst files inside the limits, each decoded at full size."""
+    import subprocess
+    import sys
+    from tests import hostile_files as hostile
+    files = {"16.png": hostile.png16_at_limit(), "at.dcm": hostile.dicom_at_limit(), "colour.jpg": hostile.jpeg_at_limit("RGB"),
+             "rgba.png": hostile.png_at_limit("RGBA")}
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+    peak = subprocess.run([sys.executable, "-c", DECODE_PEAK, *(str(tmp_path / n) for n in files)], capture_output=True,
+                          text=True, check=True, cwd=Path(__file__).resolve().parents[1]).stdout.split()[-1]
+    assert 0 < int(peak) <= imaging.DECODE_MEMORY, int(peak) / 2**20
