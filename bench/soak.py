@@ -198,7 +198,8 @@ def main(argv: list[str] | None = None) -> int:
     table = "\n".join([
         "| kind | files | requests | should be | as it should | lost | p50 | p95 |", "|---|---|---|---|---|---|---|---|", *rows,
         "",
-        f"{len(results)} requests from {args.clients} clients in {wall:.0f} s after a {args.warmup}-request warm-up; "
+        f"{len(results)} requests from {args.clients} clients: a {args.warmup}-request warm-up, then "
+        f"{len(results) - args.warmup} in {wall:.0f} s; "
         f"server alive at the end: **{'yes' if alive else 'NO'}**; answers lost: **{sum(r[2] == 'lost' for r in results)}**.",
         f"Four worst-case uploads at once (80 MP 16-bit PNG, 80 MP DICOM, 80 MP JPEG, the PNG again): "
         f"{sum(b[0] == 'answer' for b in burst)} / 4 answered in {burst_seconds:.1f} s.",
