@@ -248,8 +248,8 @@ def _over_black(img: Image.Image) -> Image.Image:
     return Image.alpha_composite(Image.new("RGBA", img.size, (0, 0, 0, 255)), rgba).convert("L")
 
 
-def _open_image(data: bytes, draft_side: int | None) -> Image.Image:
-    """Pillow's lazy image (the header read, no pixel yet), at JPEG draft scale where asked."""
+def _open_image(data: bytes) -> Image.Image:
+    """Pillow's lazy image: the header read, no pixel yet."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -258,7 +258,12 @@ def _open_image(data: bytes, draft_side: int | None) -> Image.Image:
         raise ImageError(f"the image is too large to decode safely (decompression bomb guard: {exc})") from exc
     except UnidentifiedImageError as exc:
         raise ImageError(_describe_non_image(data[:256])) from exc
-    if draft_side and img.format == "JPEG":  # decode at reduced scale: fast and bounded memory
+    return img
+
+
+def _drafted(img: Image.Image, draft_side: int | None) -> Image.Image:
+    """A JPEG set to decode at reduced scale for ``draft_side`` (fast, bounded memory); others as they are."""
+    if draft_side and img.format == "JPEG":
         img.draft("L", (draft_side, draft_side))
     return img
 
@@ -278,7 +283,7 @@ def _load(img: Image.Image, data: bytes, draft_side: int | None) -> tuple[Image.
             raise ImageError(f"the {fmt} file is truncated (its end is missing): export it again") from exc
     except (SyntaxError, ValueError) as exc:
         raise ImageError(f"the {fmt} file is corrupt ({exc})") from exc
-    img = _open_image(data + _JPEG_END, draft_side)
+    img = _drafted(_open_image(data + _JPEG_END), draft_side)
     try:
         img.load()
     except (OSError, SyntaxError, ValueError) as exc:
@@ -293,11 +298,10 @@ def _open_bytes(data: bytes, name: str, draft_side: int | None) -> Decoded:
         raise ImageError(f"the file is too large ({len(data) / 2**20:.0f} MB; limit {MAX_BYTES // 2**20} MB)")
     if _is_dicom(data, name):
         return _decode_dicom(data)
-    img = _open_image(data, None)
+    img = _open_image(data)
     fmt = img.format or "?"
     notes = check_size(*img.size, fmt, getattr(img, "n_frames", 1))
-    if draft_side and fmt == "JPEG":
-        img.draft("L", (draft_side, draft_side))
+    img = _drafted(img, draft_side)
     if getattr(img, "n_frames", 1) > 1:
         img.seek(0)
     if img.mode == "CMYK":
