@@ -201,7 +201,7 @@ def sureness(flip_probs: list[float], threshold: float) -> str:
     return text + (": the decision holds." if hi - lo < 0.1 else ": the decision holds, but the number is loose.")
 
 
-def jpeg_file(image: Image.Image, name: str = "image") -> str:
+def jpeg_file(image: Image.Image) -> str:
     """``image`` as a JPEG in gradio's upload folder, under its content's hash; a file already there is never
     rewritten. Works around gradio's cache race (gradio issues 8878 and 8351): gradio writes each returned PIL
     image in place at a path named by its content's hash, so two requests with identical outputs rewrite a file
@@ -211,10 +211,10 @@ def jpeg_file(image: Image.Image, name: str = "image") -> str:
     image.convert("RGB").save(buf, "JPEG")  # JPEG: encodes 5-10x faster than gradio's default WebP
     data = buf.getvalue()
     folder = Path(get_upload_folder()) / hashlib.sha256(data).hexdigest()
-    path = folder / f"{name}.jpeg"
+    path = folder / "image.jpeg"
     if not path.is_file():
         folder.mkdir(parents=True, exist_ok=True)
-        fd, staging = tempfile.mkstemp(dir=folder, prefix=f".{name}.")
+        fd, staging = tempfile.mkstemp(dir=folder, prefix=".image.")
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
         os.replace(staging, path)

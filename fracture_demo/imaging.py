@@ -32,9 +32,8 @@ DICOM_HEADER_BYTES = 4 * 1024 * 1024  # of a deflated DICOM's dataset before its
 #: Decodes of more pixels than this take turns, one at a time: four 80 MP uploads at once would each hold
 #: hundreds of MB; one at a time, their peak is one decode's (README "Reliability").
 LARGE_PIXELS = 12_000_000
-#: The most memory one decode takes beyond its file's bytes, at the limits (an 80 MP colour JPEG decoded at full
-#: size: 0.61 GB; 16-bit PNG, DICOM, RGBA PNG: 0.40-0.47 GB; JPEGs at the app's display size: 4 MB).
-#: tests/test_imaging.py holds it.
+#: The most memory one decode takes beyond its file's bytes, at the limits; tests/test_imaging.py holds it for
+#: the worst files inside them (80 MP: colour JPEG at full size, 16-bit PNG, DICOM, RGBA PNG).
 DECODE_MEMORY = 640 * 2**20
 DISPLAY_SIDE = 1024  # images shown in the app are capped at this side
 
@@ -132,50 +131,49 @@ def _stored_range(arr: np.ndarray, bits: int | None = None, signed: bool = False
     return (-(2.0 ** (bits - 1)), 2.0 ** (bits - 1) - 1) if signed else (0.0, 2.0 ** bits - 1)
 
 
-def _dicom_header(data: bytes) -> tuple["Dataset", int]:
-    """The DICOM header (file meta and the dataset up to its pixel data), and where its dataset starts.
-    A deflated dataset is inflated only that far, so a small file cannot inflate to gigabytes here."""
+def _at_pixel_data(tag, vr, length) -> bool:
+    return tag == 0x7FE00010
+
+
+def _dicom_header(data: bytes) -> tuple["Dataset", Callable[[], np.ndarray]]:
+    """The DICOM header (file meta and the dataset up to its pixel data), and a function that decodes its
+    first frame, and no other. A deflated dataset is inflated no further than the header here, and no further
+    than the first frame's end by that function, so a small file cannot inflate to gigabytes."""
     from pydicom import dcmread
     from pydicom.filereader import read_dataset, read_preamble
-    from pydicom.uid import DeflatedExplicitVRLittleEndian
+    from pydicom.pixels import pixel_array
+    from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian
 
     fp = io.BytesIO(data)
     read_preamble(fp, force=True)
     meta = read_dataset(fp, False, True, stop_when=lambda tag, vr, length: tag.group != 2)
-    start = fp.tell()
     if meta.get("TransferSyntaxUID") != DeflatedExplicitVRLittleEndian:
-        return dcmread(io.BytesIO(data), force=True, stop_before_pixels=True), start
-    head = zlib.decompressobj(-zlib.MAX_WBITS).decompress(data[start:], DICOM_HEADER_BYTES)
-    header = read_dataset(io.BytesIO(head), False, True, stop_when=lambda tag, vr, length: tag == 0x7FE00010)
-    header.file_meta = meta
-    return header, start
-
-
-def _dicom_first_frame(data: bytes, header: "Dataset", start: int) -> np.ndarray:
-    """The first frame's stored values, decoding (and, deflated, inflating) no other frame."""
-    from pydicom.filereader import read_dataset
-    from pydicom.pixels import pixel_array
-    from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian
-
-    if header.file_meta.get("TransferSyntaxUID") != DeflatedExplicitVRLittleEndian:
-        return pixel_array(io.BytesIO(data), index=0)
-    # deflated data is native underneath: inflate up to the end of frame 0, then decode that alone
-    bits, samples = int(header.BitsAllocated), int(header.get("SamplesPerPixel", 1))
-    frame_bytes = -(-int(header.Rows) * int(header.Columns) * samples * bits // 8)
+        return (dcmread(io.BytesIO(data), force=True, stop_before_pixels=True),
+                lambda: pixel_array(io.BytesIO(data), index=0))
     inflater = zlib.decompressobj(-zlib.MAX_WBITS)
-    body = inflater.decompress(data[start:], DICOM_HEADER_BYTES + 12 + frame_bytes)
-    fp = io.BytesIO(body)
-    ds = read_dataset(fp, False, True, stop_when=lambda tag, vr, length: tag == 0x7FE00010)
-    pixels = body[fp.tell() + 12:fp.tell() + 12 + frame_bytes]  # after the element's tag, VR and length
-    if len(pixels) < frame_bytes:
-        raise ImageError("the DICOM's pixel data is truncated (its first frame is incomplete)")
-    ds.file_meta = header.file_meta.copy()
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.PixelData = pixels
-    ds["PixelData"].VR = "OW" if bits > 8 else "OB"
-    if "NumberOfFrames" in ds:
-        ds.NumberOfFrames = 1
-    return pixel_array(ds)
+    head = inflater.decompress(data[fp.tell():], DICOM_HEADER_BYTES)
+    fp = io.BytesIO(head)
+    header = read_dataset(fp, False, True, stop_when=_at_pixel_data)
+    header.file_meta = meta
+    at = fp.tell() + 12  # the pixels start after the element's tag, VR and length
+
+    def first_frame() -> np.ndarray:  # deflated data is native underneath: frame 0 is a run of bytes
+        bits = int(header.BitsAllocated)
+        frame_bytes = -(-int(header.Rows) * int(header.Columns) * int(header.get("SamplesPerPixel", 1)) * bits // 8)
+        missing = at + frame_bytes - len(head)
+        pixels = (head + inflater.decompress(inflater.unconsumed_tail, missing) if missing > 0 else head)[at:at + frame_bytes]
+        if len(pixels) < frame_bytes:
+            raise ImageError("the DICOM's pixel data is truncated (its first frame is incomplete)")
+        ds = header.copy()
+        ds.file_meta = meta.copy()
+        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds.PixelData = pixels
+        ds["PixelData"].VR = "OW" if bits > 8 else "OB"
+        if "NumberOfFrames" in ds:
+            ds.NumberOfFrames = 1
+        return pixel_array(ds)
+
+    return header, first_frame
 
 
 def _dicom_curve(ds: "Dataset", arr: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
@@ -205,7 +203,7 @@ def _dicom_curve(ds: "Dataset", arr: np.ndarray) -> Callable[[np.ndarray], np.nd
 
 def _decode_dicom(data: bytes) -> Decoded:
     try:
-        ds, start = _dicom_header(data)
+        ds, first_frame = _dicom_header(data)
     except Exception as exc:  # pydicom raises many types for broken files
         raise ImageError(f"unreadable DICOM file ({exc.__class__.__name__}: {exc})") from exc
     if "Rows" not in ds or "Columns" not in ds:
@@ -216,7 +214,7 @@ def _decode_dicom(data: bytes) -> Decoded:
     notes = check_size(int(ds.Columns), int(ds.Rows), "DICOM", int(ds.get("NumberOfFrames", 1) or 1))
     with _decode_slot(int(ds.Columns) * int(ds.Rows)):
         try:
-            arr = _dicom_first_frame(data, ds, start)
+            arr = first_frame()
         except ImageError:
             raise
         except Exception as exc:
