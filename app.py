@@ -15,19 +15,22 @@ import re
 import tempfile
 from pathlib import Path
 
-import gradio as gr
-import numpy as np
-import torch
-from gradio.utils import get_upload_folder
-from PIL import Image
+from fracture_demo import runtime
 
-from fracture_demo import ImageError, decode_image, get_spec, threshold_range
-from fracture_demo import methods, prevalence as pretest
-from fracture_demo.explain import heatmap_image, overlay
-from fracture_demo.imaging import DISPLAY_SIDE
-from fracture_demo.outlines import Outlines
-from fracture_demo.runtime import usable_cores
-from fracture_demo.zoo import ModelZoo, discover, ensemble_label, supported_method
+runtime.apply()  # before torch loads: OpenMP reads its settings once (fracture_demo/runtime.py)
+
+import gradio as gr  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from gradio.utils import get_upload_folder  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from fracture_demo import ImageError, decode_image, get_spec, threshold_range  # noqa: E402
+from fracture_demo import methods, prevalence as pretest  # noqa: E402
+from fracture_demo.explain import heatmap_image, overlay  # noqa: E402
+from fracture_demo.imaging import DISPLAY_SIDE  # noqa: E402
+from fracture_demo.outlines import Outlines  # noqa: E402
+from fracture_demo.zoo import ModelZoo, discover, ensemble_label, supported_method  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent
 EXAMPLES = sorted((ROOT / "assets" / "examples").glob("*.jpg")) + sorted((ROOT / "assets" / "examples").glob("*.png"))
@@ -361,7 +364,7 @@ def build_app(zoo: ModelZoo) -> gr.Blocks:
                 card_name.change(lambda n: cards.get(n, ""), card_name, card, api_visibility="private")
     # each model computes one request at a time (its lock) on every core; decoding and encoding of other
     # requests overlap with it: two per core measured best (bench/load_test.py, README "Speed")
-    demo.queue(default_concurrency_limit=2 * usable_cores(), max_size=64)
+    demo.queue(default_concurrency_limit=2 * runtime.usable_cores(), max_size=64)
     return demo
 
 
@@ -369,8 +372,8 @@ def serving_zoo(extra: list[str] | None = None, replicas: int | None = None) -> 
     """The zoo as the app serves it: ``replicas`` requests per model at once (default: one per core), each on
     cores / replicas torch threads. One thread per request by default: a batch of four views gains little from
     a second thread, and threads that wait for each other cost kernel time (bench/load_test.py, README "Speed")."""
-    replicas = max(1, replicas or usable_cores())
-    torch.set_num_threads(max(1, usable_cores() // replicas))
+    replicas = max(1, replicas or runtime.usable_cores())
+    torch.set_num_threads(max(1, runtime.usable_cores() // replicas))
     return ModelZoo(discover(extra), replicas=replicas)
 
 

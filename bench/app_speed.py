@@ -1,6 +1,6 @@
 """App latency on this CPU: cold start, predict+explain with the default model, compare all models.
 
-    python bench/app_speed.py [--repeats 20] [--image assets/examples/fractured_hand.jpg]
+    python -m bench.app_speed [--repeats 20] [--image assets/examples/fractured_hand.jpg]
 
 Prints medians (ms). Cold start = a fresh process importing the app, loading the default model and
 answering one predict. Also what serving choices rest on: one request's work on one torch thread
@@ -17,7 +17,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 COLD = """
 import time; t = time.perf_counter()

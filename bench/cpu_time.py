@@ -1,6 +1,6 @@
 """Where CPU time goes: wall, user and sys seconds of each hot path, with fracture_demo's CPU tuning on and off.
 
-    python bench/cpu_time.py --data-dir data/bone-fracture [--rows eval,train,audit,app] [--images 512] [--beside]
+    python -m bench.cpu_time --data-dir data/bone-fracture [--rows eval,train,audit,app] [--images 512] [--beside]
 
 Each row runs in a fresh process (``FRACTURE_CPU_TUNING=1`` or ``0``, see fracture_demo/runtime.py)
 and is timed from outside with ``os.wait4``, children included. sys share = sys / (user + sys):

@@ -1,6 +1,6 @@
 """Concurrent load on a running app: N gradio_client requests at once, p50/p95 latency, throughput, errors.
 
-    python bench/load_test.py [--requests 50] [--image PATH ...] [--port 7871] [--app-args="--replicas 1"]
+    python -m bench.load_test [--requests 50] [--image PATH ...] [--port 7871] [--app-args="--replicas 1"]
 
 Starts ``python app.py`` on 127.0.0.1 (loopback only), waits until it answers, connects one Client
 per request (as a stranger's open browser tab would be), then fires all requests at once and
@@ -18,10 +18,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from tests.real_images import real_radiographs
 
-from tests.real_images import real_radiographs  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def probability(result) -> float:

@@ -1,6 +1,6 @@
 """How well the radiograph guard tells radiographs from everything else: share of each set it flags.
 
-    python bench/ood.py --model assets/models/efficientnet_lite0_fusion \
+    python -m bench.ood --model assets/models/efficientnet_lite0_fusion \
         --data data/bone-fracture:assets/splits/grouped_split.csv --data data/fracatlas:assets/splits/fracatlas_split.csv
     ... --layers cam,blocks.4,blocks.5,blocks.6   # fit a guard at each layer in memory and compare them
 
@@ -11,20 +11,18 @@ phantom, retina, microscopy). Target: at most 1% of test radiographs, at least 9
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 from collections import defaultdict
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.non_radiographs import non_radiographs  # noqa: E402
-from fracture_demo import load  # noqa: E402
-from fracture_demo.guard import RadiographGuard  # noqa: E402
-from train.data import ImageCache, Sample  # noqa: E402
-from train.guard import features, fit_guard, source_splits  # noqa: E402
+from bench.non_radiographs import non_radiographs
+from fracture_demo import load
+from fracture_demo.guard import RadiographGuard
+from train.data import ImageCache, Sample
+from train.guard import features, fit_guard, source_splits
 
 
 def flagged_shares(clf, guard: RadiographGuard, tests: dict[str, list[Sample]], others: dict[str, list[Sample]],

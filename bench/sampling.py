@@ -1,4 +1,4 @@
-"""What an epoch draws under each ``--balance``: ``python bench/sampling.py``.
+"""What an epoch draws under each ``--balance``: ``python -m bench.sampling``.
 
 For the two sources trained together, per sampling mode: each source's share of the draws, the share
 of fractured draws, and how many distinct radiographs (copies counted once, by train.audit's name
@@ -10,14 +10,12 @@ from __future__ import annotations
 import argparse
 import sys
 from collections import defaultdict
-from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from train.audit import radiograph_key  # noqa: E402
-from train.sampling import BALANCE, sample_weights  # noqa: E402
-from train.sources import Source, split_sources  # noqa: E402
+from train.audit import radiograph_key
+from train.sampling import BALANCE, sample_weights
+from train.sources import Source, split_sources
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,6 +1,6 @@
 """Training throughput: this pipeline vs a naive one, same model, same images, same batch size.
 
-    python bench/train_speed.py --data-dir data/bone-fracture [--model mobilenetv3] [--images 512] [--epochs 3]
+    python -m bench.train_speed --data-dir data/bone-fracture [--model mobilenetv3] [--images 512] [--epochs 3]
 
 naive:    torchvision ImageFolder-style Dataset: PIL decode + resize + flips every image, every epoch,
           DataLoader with 2 workers, fp32.
@@ -17,18 +17,16 @@ import statistics
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from fracture_demo import FractureClassifier  # noqa: E402
-from fracture_demo.imaging import normalize  # noqa: E402
-from train.augment import augment  # noqa: E402
-from train.data import ImageCache, scan  # noqa: E402
-from train.loop import amp_dtype  # noqa: E402
+from fracture_demo import FractureClassifier
+from fracture_demo.imaging import normalize
+from train.augment import augment
+from train.data import ImageCache, scan
+from train.loop import amp_dtype
 
 
 class NaiveDataset(torch.utils.data.Dataset):

@@ -1,4 +1,4 @@
-"""Process-wide CPU settings every entry point gets by importing ``fracture_demo``.
+"""Process-wide CPU settings that every entry point applies when it starts (``apply()``, before torch loads).
 
 Two measured problems on small CPU machines (``bench/cpu_time.py``, README "Speed"):
 
@@ -11,12 +11,15 @@ Two measured problems on small CPU machines (``bench/cpu_time.py``, README "Spee
   request threads) on two cores then fight over them. ``OMP_WAIT_POLICY=PASSIVE`` makes them sleep,
   and torch's intra-op threads are sized to the cores this process may use.
 
-Set ``FRACTURE_CPU_TUNING=0`` to leave the process as it was (to measure, or to debug). Harmless
+The app (``app.py``), the training commands (``train/__init__.py``: every ``python -m train.*``) and the
+benchmarks (``bench/__init__.py``) call ``apply()``; importing ``fracture_demo`` does not (a library leaves its
+host process as it found it). Set ``FRACTURE_CPU_TUNING=0`` to leave the process as it was (to measure, or to debug). Harmless
 where it does not apply: without glibc (macOS, musl, Windows) the allocator part is skipped.
 """
 from __future__ import annotations
 
 import ctypes
+import functools
 import logging
 import math
 import os
@@ -62,6 +65,7 @@ def keep_freed_memory() -> bool:
     return ok
 
 
+@functools.cache
 def apply() -> dict:
     """Apply the settings once, before torch is imported; returns what was done (also logged at debug)."""
     if not enabled():
@@ -76,5 +80,3 @@ def apply() -> dict:
     log.debug("fracture_demo CPU tuning (%s=0 turns it off): %s", ENV, done)
     return done
 
-
-SETTINGS = apply()

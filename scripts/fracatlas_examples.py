@@ -10,12 +10,11 @@ import csv
 import hashlib
 import json
 import shutil
-import sys
 from pathlib import Path
 
+from train.fracatlas_split import region_of
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-from train.fracatlas_split import region_of  # noqa: E402
 
 CREDIT = "FracAtlas (Abedeen et al., Scientific Data 2023), CC BY 4.0; outline drawn by its annotators"
 

@@ -20,7 +20,7 @@ SHOTS = Path(os.environ.get("SCREENSHOT_DIR", Path(__file__).resolve().parents[1
 
 
 @contextmanager
-def _page(zoo):
+def _page(zoo):  # noqa: F811  (the fixture's value, passed on)
     """The launched app for ``zoo``, open in headless Chromium, its Predict button visible."""
     from playwright.sync_api import expect, sync_playwright
     demo = build_app(zoo)

@@ -215,7 +215,7 @@ def audit(data_dir: str, out: Path, report_dir: Path | None, threshold: float = 
         "singletons": sum(1 for s in sizes if s == 1),
         "official_leak_groups": leak, "official_files_with_related_train_file": leaked_files,
         "groups_spanning_official_splits": dict(near_cross), "feature_similarity": sim_stats,
-        "grouped_split": {f"{s}/{['not fractured', 'fractured'][l]}": c for (s, l), c in sorted(split_counts.items())},
+        "grouped_split": {f"{s}/{['not fractured', 'fractured'][lab]}": c for (s, lab), c in sorted(split_counts.items())},
         "split_file": str(out),
     }
     if report_dir and features != "none":

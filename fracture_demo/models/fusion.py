@@ -19,7 +19,7 @@ def floor_input(x: torch.Tensor, size: int) -> torch.Tensor:
 
 def probe_features(floor: nn.Module, fmap: torch.Tensor) -> torch.Tensor:
     """What the probe reads: the floor's pooled features of a feature map, L2-normalised (``train.probe`` fits on
-    the same, computed by ``train.features.floor_features``)."""
+    the same)."""
     return F.normalize(floor.forward_head(fmap, pre_logits=True).float(), dim=1)
 
 
