@@ -19,18 +19,18 @@ from fracture_demo import runtime
 
 runtime.apply()  # before torch loads: OpenMP reads its settings once (fracture_demo/runtime.py)
 
-import gradio as gr  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from gradio.utils import get_upload_folder  # noqa: E402
-from PIL import Image  # noqa: E402
+import gradio as gr
+import numpy as np
+import torch
+from gradio.utils import get_upload_folder
+from PIL import Image
 
-from fracture_demo import ImageError, decode_image, get_spec, threshold_range  # noqa: E402
-from fracture_demo import methods, prevalence as pretest  # noqa: E402
-from fracture_demo.explain import heatmap_image, overlay  # noqa: E402
-from fracture_demo.imaging import DISPLAY_SIDE  # noqa: E402
-from fracture_demo.outlines import Outlines  # noqa: E402
-from fracture_demo.zoo import ModelZoo, discover, ensemble_label, supported_method  # noqa: E402
+from fracture_demo import ImageError, decode_image, get_spec, methods, threshold_range
+from fracture_demo import prevalence as pretest
+from fracture_demo.explain import heatmap_image, overlay
+from fracture_demo.imaging import DISPLAY_SIDE
+from fracture_demo.outlines import Outlines
+from fracture_demo.zoo import ModelZoo, discover, ensemble_label, supported_method
 
 ROOT = Path(__file__).resolve().parent
 EXAMPLES = sorted((ROOT / "assets" / "examples").glob("*.jpg")) + sorted((ROOT / "assets" / "examples").glob("*.png"))
@@ -286,86 +286,104 @@ def examples(target: gr.File) -> None:
 
 def build_app(zoo: ModelZoo) -> gr.Blocks:
     app = FractureApp(zoo)
-    predict, reblend, compare = cached_files(app.predict), cached_files(app.reblend), cached_files(app.compare)
-    choices = [(zoo.entries[n].label, n) for n in zoo.names]
-    default = zoo.default
-    offered = app.methods_for(default) if default else [(methods.LABELS[methods.FALLBACK], methods.FALLBACK)]
     with gr.Blocks(title="Bone-fracture X-ray classifier") as demo:
         gr.Markdown("# Bone-fracture X-ray classifier\nUpload a radiograph, pick a model, and see how likely a "
                     "fracture is and where the model looked.\n\n" + NOTICE)
         with gr.Tab("Predict"):
-            with gr.Row():
-                with gr.Column(scale=1):
-                    file = gr.File(label="Radiograph (PNG, JPEG, BMP, TIFF, 16-bit, DICOM)", type="filepath",
-                                   elem_id="radiograph")
-                    camera = gr.Image(label="…or webcam / clipboard", type="filepath",
-                                      sources=["webcam", "clipboard"], height=160)
-                    model = gr.Dropdown(choices, value=default, label="Model", elem_id="model")
-                    # choices follow the model; API callers may ask any method its model offers
-                    method = gr.Dropdown(offered, value=methods.FALLBACK, label="Explanation", elem_id="method",
-                                         allow_custom_value=True)
-                    opacity = gr.Slider(0, 1, value=0.5, step=0.05, label="Overlay opacity")
-                    prevalence = gr.Slider(0, 95, value=0, step=1, elem_id="prevalence", label=(
-                        "Share of fractures among the radiographs you see, % (pre-test probability; 0: as calibrated)"))
-                    point = gr.Radio([(v, k) for k, v in POINTS.items()], value="screen", elem_id="operating-point",
-                                     label="Decide for (each threshold chosen on every source's validation files)")
-                    run = gr.Button("Predict", variant="primary", elem_id="predict")
-                    examples(file)
-                with gr.Column(scale=2):
-                    label = gr.Label(num_top_classes=2, label="Calibrated probability", elem_id="probability")
-                    details = gr.Markdown(elem_id="details")
-                    with gr.Row():
-                        over = gr.Image(label="Explanation overlay", type="filepath", elem_id="overlay", height=420)
-                        heat = gr.Image(label="Raw heatmap", type="filepath", elem_id="heatmap", height=420)
-            state = gr.State()
-            outputs = [label, over, heat, details, state]
-            inputs = [file, model, method, opacity, prevalence, point]
-            run.click(predict, inputs, outputs, api_name="predict")
-            file.upload(predict, inputs, outputs, api_visibility="private")
-            prevalence.release(predict, inputs, outputs, api_visibility="private")
-            point.change(predict, inputs, outputs, api_visibility="private")
-            camera.change(lambda p: p, camera, file, api_visibility="private").then(
-                predict, inputs, outputs, api_visibility="private")
-            model.change(lambda m: gr.Dropdown(choices=app.methods_for(m), value=methods.FALLBACK), model, method,
-                         api_visibility="private")
-            opacity.release(reblend, [state, opacity], over, api_visibility="private")
+            file = _predict_tab(app, zoo)
         with gr.Tab("Compare"):
-            with gr.Row():
-                cfile = gr.File(label="Radiograph (the one uploaded in Predict, or another)", type="filepath",
-                                elem_id="compare-radiograph")
-                cmethod = gr.Dropdown([(methods.LABELS[m], m) for m in methods.COMPARE],
-                                      value=methods.FALLBACK, label="Explanation (Grad-CAM where a model lacks it)")
-                cpoint = gr.Radio([(v, k) for k, v in POINTS.items()], value="screen", label="Decide for")
-                cprevalence = gr.Slider(0, 95, value=0, step=1, label="Share of fractures, % (0: as calibrated)")
-                crun = gr.Button("Compare models", variant="primary", elem_id="compare")
-            cmodels = gr.CheckboxGroup(zoo.names, value=zoo.preferred_names or zoo.names, label=(
-                "Models (ticked: the app's models, trained on both data sources; the *_official twins trained on the "
-                "Multi-Region official split, which leaks, and saw nearly every test image of it)"))
-            examples(cfile)
-            ensemble = gr.Label(num_top_classes=2, label="Mean of the ticked models (agreement, not a better answer)")
-            agreement = gr.Markdown(elem_id="agreement")
-            table = gr.Dataframe(headers=["model", "trained on", "P(fractured)", "decision", "FracAtlas ROC AUC",
-                                          "grouped bal. acc", "official acc"], label="Each model on this image")
-            gallery = gr.Gallery(label="Where each model looked", columns=4)
-            crun.click(compare, [cfile, cmethod, cmodels, cpoint, cprevalence], [table, gallery, ensemble, agreement], api_name="compare")
-            # one upload serves both tabs: Predict's radiograph (uploaded, example or camera) is Compare's too
-            file.change(lambda p: p, file, cfile, api_visibility="private")
-            cfile.upload(lambda p: p, cfile, file, api_visibility="private")
+            _compare_tab(app, zoo, file)
         with gr.Tab("About"):
-            gr.Markdown(_about(zoo))
-            for title, png in ROC_PNGS.items():
-                if png.is_file():
-                    gr.Image(str(png), label=title, interactive=False)
-            cards = _cards(zoo)
-            if cards:  # one card shown at a time: every block is configured anew for each visitor's session
-                first = default if default in cards else next(iter(cards))
-                card_name = gr.Dropdown(list(cards), value=first, label="Model card", elem_id="card-model")
-                card = gr.Markdown(cards[first], elem_id="card")
-                card_name.change(lambda n: cards.get(n, ""), card_name, card, api_visibility="private")
+            _about_tab(zoo)
     # each model computes one request at a time (its lock) on every core; decoding and encoding of other
-    # requests overlap with it: two per core measured best (bench/load_test.py, README "Speed")
+    # requests overlap with it: two per core measured best (bench/load_test.py, docs/speed.md)
     demo.queue(default_concurrency_limit=2 * runtime.usable_cores(), max_size=64)
     return demo
+
+
+def _predict_tab(app: FractureApp, zoo: ModelZoo) -> gr.File:
+    """One radiograph, one model: probability, decision, map. Returns the upload, which Compare shares."""
+    predict, reblend = cached_files(app.predict), cached_files(app.reblend)
+    choices = [(zoo.entries[n].label, n) for n in zoo.names]
+    default = zoo.default
+    offered = app.methods_for(default) if default else [(methods.LABELS[methods.FALLBACK], methods.FALLBACK)]
+    with gr.Row():
+        with gr.Column(scale=1):
+            file = gr.File(label="Radiograph (PNG, JPEG, BMP, TIFF, 16-bit, DICOM)", type="filepath",
+                           elem_id="radiograph")
+            camera = gr.Image(label="…or webcam / clipboard", type="filepath",
+                              sources=["webcam", "clipboard"], height=160)
+            model = gr.Dropdown(choices, value=default, label="Model", elem_id="model")
+            # choices follow the model; API callers may ask any method its model offers
+            method = gr.Dropdown(offered, value=methods.FALLBACK, label="Explanation", elem_id="method",
+                                 allow_custom_value=True)
+            opacity = gr.Slider(0, 1, value=0.5, step=0.05, label="Overlay opacity")
+            prevalence = gr.Slider(0, 95, value=0, step=1, elem_id="prevalence", label=(
+                "Share of fractures among the radiographs you see, % (pre-test probability; 0: as calibrated)"))
+            point = gr.Radio([(v, k) for k, v in POINTS.items()], value="screen", elem_id="operating-point",
+                             label="Decide for (each threshold chosen on every source's validation files)")
+            run = gr.Button("Predict", variant="primary", elem_id="predict")
+            examples(file)
+        with gr.Column(scale=2):
+            label = gr.Label(num_top_classes=2, label="Calibrated probability", elem_id="probability")
+            details = gr.Markdown(elem_id="details")
+            with gr.Row():
+                over = gr.Image(label="Explanation overlay", type="filepath", elem_id="overlay", height=420)
+                heat = gr.Image(label="Raw heatmap", type="filepath", elem_id="heatmap", height=420)
+    state = gr.State()
+    outputs = [label, over, heat, details, state]
+    inputs = [file, model, method, opacity, prevalence, point]
+    run.click(predict, inputs, outputs, api_name="predict")
+    file.upload(predict, inputs, outputs, api_visibility="private")
+    prevalence.release(predict, inputs, outputs, api_visibility="private")
+    point.change(predict, inputs, outputs, api_visibility="private")
+    camera.change(lambda p: p, camera, file, api_visibility="private").then(
+        predict, inputs, outputs, api_visibility="private")
+    model.change(lambda m: gr.Dropdown(choices=app.methods_for(m), value=methods.FALLBACK), model, method,
+                 api_visibility="private")
+    opacity.release(reblend, [state, opacity], over, api_visibility="private")
+    return file
+
+
+def _compare_tab(app: FractureApp, zoo: ModelZoo, file: gr.File) -> None:
+    """Every ticked model on one radiograph, side by side."""
+    compare = cached_files(app.compare)
+    with gr.Row():
+        cfile = gr.File(label="Radiograph (the one uploaded in Predict, or another)", type="filepath",
+                        elem_id="compare-radiograph")
+        cmethod = gr.Dropdown([(methods.LABELS[m], m) for m in methods.COMPARE],
+                              value=methods.FALLBACK, label="Explanation (Grad-CAM where a model lacks it)")
+        cpoint = gr.Radio([(v, k) for k, v in POINTS.items()], value="screen", label="Decide for")
+        cprevalence = gr.Slider(0, 95, value=0, step=1, label="Share of fractures, % (0: as calibrated)")
+        crun = gr.Button("Compare models", variant="primary", elem_id="compare")
+    cmodels = gr.CheckboxGroup(zoo.names, value=zoo.preferred_names or zoo.names, label=(
+        "Models (ticked: the app's models, trained on both data sources; the *_official twins trained on the "
+        "Multi-Region official split, which leaks, and saw nearly every test image of it)"))
+    examples(cfile)
+    ensemble = gr.Label(num_top_classes=2, label="Mean of the ticked models (agreement, not a better answer)")
+    agreement = gr.Markdown(elem_id="agreement")
+    table = gr.Dataframe(headers=["model", "trained on", "P(fractured)", "decision", "FracAtlas ROC AUC",
+                                  "grouped bal. acc", "official acc"], label="Each model on this image")
+    gallery = gr.Gallery(label="Where each model looked", columns=4)
+    crun.click(compare, [cfile, cmethod, cmodels, cpoint, cprevalence], [table, gallery, ensemble, agreement], api_name="compare")
+    # one upload serves both tabs: Predict's radiograph (uploaded, example or camera) is Compare's too
+    file.change(lambda p: p, file, cfile, api_visibility="private")
+    cfile.upload(lambda p: p, cfile, file, api_visibility="private")
+
+
+def _about_tab(zoo: ModelZoo) -> None:
+    """The ROC curves and one model card at a time."""
+    default = zoo.default
+    gr.Markdown(_about(zoo))
+    for title, png in ROC_PNGS.items():
+        if png.is_file():
+            gr.Image(str(png), label=title, interactive=False)
+    cards = _cards(zoo)
+    if cards:  # one card shown at a time: every block is configured anew for each visitor's session
+        first = default if default in cards else next(iter(cards))
+        card_name = gr.Dropdown(list(cards), value=first, label="Model card", elem_id="card-model")
+        card = gr.Markdown(cards[first], elem_id="card")
+        card_name.change(lambda n: cards.get(n, ""), card_name, card, api_visibility="private")
 
 
 def serving_zoo(extra: list[str] | None = None, replicas: int | None = None) -> ModelZoo:

@@ -46,6 +46,7 @@ def main() -> None:
     cold = float(subprocess.run([sys.executable, "-c", COLD % args.image], cwd=ROOT, capture_output=True,
                                 text=True, check=True).stdout.strip().splitlines()[-1])
     import torch
+
     from app import FractureApp
     from fracture_demo.explain import DecidedTarget, cam_map
     from fracture_demo.zoo import ModelZoo, discover

@@ -21,7 +21,6 @@ import time
 import torch
 import torch.nn.functional as F
 
-
 from fracture_demo import FractureClassifier
 from fracture_demo.imaging import normalize
 from train.augment import augment

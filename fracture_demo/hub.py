@@ -19,8 +19,13 @@ def resolve_model_dir(folder_or_id: str | os.PathLike, revision: str | None = No
     if path.exists() or name.count("/") != 1 or name.startswith((".", "/")):
         raise FileNotFoundError(f"model {name!r} not found: not a local model folder, nor a Hub id (owner/name)")
     from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import (GatedRepoError, HfHubHTTPError, LocalEntryNotFoundError,
-                                        RepositoryNotFoundError, RevisionNotFoundError)
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        HfHubHTTPError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
     try:
         return Path(snapshot_download(name, revision=revision, allow_patterns=["*.json", "*.safetensors", "*.md", "*.png"]))
     except GatedRepoError as exc:  # before its parent class: the repo exists, this user may not read it yet

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import numpy as np
 
+from . import methods
 from .classifier import LABELS, Explanation, FractureClassifier, load
 from .guard import GUARD_NAME
 from .imaging import Decoded, ImageSource
-from . import methods
 from .registry import get_spec
 
 BUNDLED_DIR = Path(__file__).resolve().parents[1] / "assets" / "models"

@@ -64,8 +64,9 @@ def test_upload_pick_model_read_probability_see_overlay(zoo, dataset):  # noqa: 
 
 @pytest.mark.skipif(not CHROMIUM, reason="Debian's chromium is not installed")
 def test_photo_is_flagged_and_compare_reuses_the_upload(guarded, dataset):  # noqa: F811
-    import fracture_demo as fd
     from playwright.sync_api import expect
+
+    import fracture_demo as fd
     from fracture_demo.zoo import ModelZoo, ZooEntry
     with _page(ModelZoo([ZooEntry(str(guarded), "guarded", fd.load(guarded).config)])) as page:
         page.locator("#radiograph input[type=file]").set_input_files(PHOTO)

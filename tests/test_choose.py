@@ -5,7 +5,8 @@ import pytest
 import torch
 
 import fracture_demo as fd
-from train.choose import compare, main as choose_main, verdict
+from train.choose import compare, verdict
+from train.choose import main as choose_main
 
 
 def test_verdict_takes_the_candidate_only_past_the_margin():

@@ -3,7 +3,8 @@ import csv
 import json
 from collections import defaultdict
 
-from train.crossval import fold_sources, main as crossval_main, train_folds
+from train.crossval import fold_sources, train_folds
+from train.crossval import main as crossval_main
 from train.sources import split_sources
 
 

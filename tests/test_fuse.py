@@ -15,7 +15,8 @@ from fracture_demo.imaging import normalize
 from train.__main__ import main as train_main
 from train.backbone import main as backbone_main
 from train.card import backbone_command
-from train.fuse import WEIGHTS, build, choose_weight, main as fuse_main
+from train.fuse import WEIGHTS, build, choose_weight
+from train.fuse import main as fuse_main
 
 
 def test_fused_logit_is_the_mix_of_calibrated_branch_logits():
@@ -84,7 +85,7 @@ def test_fuse_writes_a_calibrated_folder_that_loads_predicts_and_explains(two_so
 def test_paired_gain_interval_resamples_whole_groups():
     """The interval train.fuse records for a choice: zero for no change, above zero for a gain spread over many
     groups, and not above zero when the whole gain sits in one group of related images."""
-    from train.evaluate import paired_auc_gain_ci
+    from train.metrics import paired_auc_gain_ci
     rng = np.random.default_rng(0)
     y = np.tile([0.0, 1.0], 200)
     base = y + rng.normal(0, 1.0, len(y))

@@ -265,6 +265,7 @@ def test_one_decode_stays_within_its_memory_bound(tmp_path):
     """The README's bound on one decode, for the worst files inside the limits, each decoded at full size."""
     import subprocess
     import sys
+
     from tests import hostile_files as hostile
     files = {"16.png": hostile.png16_at_limit(), "at.dcm": hostile.dicom_at_limit(), "colour.jpg": hostile.jpeg_at_limit("RGB"),
              "rgba.png": hostile.png_at_limit("RGBA")}

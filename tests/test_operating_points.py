@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from train.operating_points import operating_points
+from train.calibrate import operating_points
 
 
 def two_hospitals(seed: int = 0):

@@ -94,6 +94,7 @@ def test_commit_stamp_says_when_tracked_files_differ_from_it(tmp_path, monkeypat
     """Every recorded number names the commit it came from; one made from uncommitted code or weights must not
     pass for that commit."""
     import subprocess
+
     from train.card import git_commit
     git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(tmp_path)]
     subprocess.run(git + ["init", "-q"], check=True)

@@ -7,7 +7,8 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from fracture_demo import hub, zoo as zoo_module
+from fracture_demo import hub
+from fracture_demo import zoo as zoo_module
 from fracture_demo.outlines import OUTLINES_FILE, Outlines
 from fracture_demo.zoo import ModelZoo, ZooEntry
 

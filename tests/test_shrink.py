@@ -6,10 +6,10 @@ import tarfile
 
 import numpy as np
 import pytest
+from conftest import make_dataset
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
-from conftest import make_dataset
 from train.card import _copies
 from train.data import ImageCache, fingerprint, scan
 from train.shrink import MARKER, copy_of, shrink

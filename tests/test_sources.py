@@ -20,8 +20,10 @@ def test_parse_names_a_folder_and_its_split_file():
     assert Source.parse("mr=data/x").split_file is None
     for text in ("mr=data/x", "fracatlas=data/fracatlas:assets/splits/fracatlas_split.csv"):
         assert Source.parse(text).arg() == text  # what a child process is told reads back the same
+    # the older spelling, DIR[:SPLIT_FILE], is mapped here: the source is named after its folder
+    assert Source.parse("data/fracatlas:s.csv") == Source("fracatlas", Path("data/fracatlas"), Path("s.csv"))
     with pytest.raises(ValueError, match="NAME=DIR"):
-        Source.parse("data/x")
+        Source.parse("=data/x")
 
 
 def test_a_copy_of_a_training_file_is_never_scored(two_sources):
@@ -117,7 +119,8 @@ def test_committed_fracatlas_split_is_leak_free():
 
 def test_platt_scaling_undoes_the_shift_class_weighting_leaves():
     """Logits shifted by log(5) (what a positive weight of 5 does): a temperature cannot recalibrate them, a bias does."""
-    from train.evaluate import expected_calibration_error, fit_calibration, fit_temperature
+    from train.calibrate import fit_calibration, fit_temperature
+    from train.metrics import expected_calibration_error
     rng = np.random.default_rng(0)
     y = (rng.random(4000) < 0.2).astype(float)
     logits = rng.normal(np.where(y == 1, 1.5, -1.5), 1.0) + np.log(5) - np.log(4)  # a calibrated logit, shifted
@@ -129,7 +132,7 @@ def test_platt_scaling_undoes_the_shift_class_weighting_leaves():
 
 def test_platt_scaling_weights_count_as_copies():
     """A file of weight 2 pulls the fit as two copies of it do: what lets each source have the same say."""
-    from train.evaluate import fit_calibration
+    from train.calibrate import fit_calibration
     rng = np.random.default_rng(1)
     y = (rng.random(600) < 0.3).astype(float)
     logits = rng.normal(np.where(y == 1, 1.0, -1.0), 1.5)

@@ -136,6 +136,7 @@ def test_a_spent_time_budget_ends_the_epoch(dataset, tmp_path):
 def test_precise_batch_stats_match_the_batch():
     """After the recount, eval mode on the sample gives what train mode gives (stale averages did not)."""
     import torch
+
     from train.loop import precise_batch_stats
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.BatchNorm2d(8, momentum=0.01),
@@ -202,8 +203,8 @@ def test_audit_and_grouped_split(dataset, tmp_path, capsys):
 
 def test_balanced_weights_count_each_radiograph_once():
     from train.audit import radiograph_key
-    from train.sampling import balanced_weights
     from train.data import Sample
+    from train.sampling import balanced_weights
     names = [("fractured", n) for n in ["12.jpg", "12-rotated1.jpg", "12-rotated2 (1).jpg", "012 - Copy.jpg", "7.jpg"]]
     names += [("not fractured", n) for n in ["a.png", "a (2).png", "12.jpg"]]
     samples = [Sample(Path(n), f"train/{lab}/{n}", int(lab == "fractured"), "train") for lab, n in names]
@@ -382,6 +383,7 @@ def test_every_cli_describes_itself(module, capsys):
 
 def test_auto_precision_follows_the_registry_on_cpu_and_is_bf16_on_gpus():
     import torch
+
     from train.loop import amp_dtype
     cpu, gpu = torch.device("cpu"), torch.device("cuda")
     assert amp_dtype("auto", "efficientnet_lite0", cpu) is None and amp_dtype("auto", "regnet", cpu) == torch.bfloat16
@@ -391,11 +393,12 @@ def test_auto_precision_follows_the_registry_on_cpu_and_is_bf16_on_gpus():
 
 def test_head_init_probe_sets_the_head_to_the_frozen_feature_fit(dataset):
     """LP-FT's first step: the classifier equals the probe's calibrated logistic regression on the frozen features."""
+    import numpy as np
     import torch
     from sklearn.metrics import roc_auc_score
+
     from train.data import ImageCache, scan, split_samples
     from train.head_init import fit_head, pooled_features
-    import numpy as np
     from train.probe import fit
     clf = fd.FractureClassifier.new("mobilenetv3", "none", 64)
     parts = split_samples(scan(dataset), "official")
@@ -418,24 +421,26 @@ def test_head_init_probe_sets_the_head_to_the_frozen_feature_fit(dataset):
 
 
 def test_layer_decay_gives_earlier_layers_smaller_rates_and_needs_named_layers():
-    import torch
-    from train.optim import apply_lr, param_groups
+    from train.optim import Schedule, create_optimizer
     model = fd.create_model("efficientnet_lite0", "none")
-    groups = param_groups(model, 0.05, 0.8)
-    scale = {id(p): g["lr_scale"] for g in groups for p in g["params"]}
+    opt = create_optimizer(model, 1.0, 0.05, 0.8)
+    scale = {id(p): g["lr_scale"] for g in opt.param_groups for p in g["params"]}
     named = dict(model.named_parameters())
     assert scale[id(named["classifier.weight"])] == 1.0
     assert scale[id(named["conv_stem.weight"])] < scale[id(named["blocks.3.0.conv_pw.weight"])] < 1.0
-    assert sum(len(g["params"]) for g in groups) == len(named)  # every parameter learns
-    opt = torch.optim.AdamW(groups, lr=1.0)
-    apply_lr(opt, 0.01)
-    assert {round(g["lr"] / g["lr_scale"], 9) for g in opt.param_groups} == {0.01}
-    assert all(g["weight_decay"] == 0 for g in groups if any(p.ndim <= 1 for p in g["params"]))
-    assert len(param_groups(model, 0.05)) == 2  # without decay: weights decayed, biases and norms not
+    assert sum(len(g["params"]) for g in opt.param_groups) == len(named)  # every parameter learns
+    schedule = Schedule(opt, total_steps=100, warmup=0.1)
+    assert schedule.at(0.0) == pytest.approx(1e-3) and schedule.at(0.1) == pytest.approx(1.0)  # warm-up, then the peak
+    assert schedule.at(0.55) == pytest.approx(0.5) and schedule.at(1.0) == 0.0  # cosine, halfway and at the end
+    schedule.at(0.55)
+    assert {round(g["lr"] / g["lr_scale"], 9) for g in opt.param_groups} == {0.5}  # each group at its scale
+    assert all(g["weight_decay"] == 0 for g in opt.param_groups if any(p.ndim <= 1 for p in g["params"]))
+    plain = create_optimizer(model, 0.01, 0.05)
+    assert {g["weight_decay"] for g in plain.param_groups} == {0.0, 0.05}  # weights decayed, biases and norms not
     with pytest.raises(ValueError, match="group_matcher"):
-        param_groups(fd.create_model("custom_cnn", "none"), 0.05, 0.8)
+        create_optimizer(fd.create_model("custom_cnn", "none"), 0.01, 0.05, 0.8)
     with pytest.raises(ValueError, match="layer-decay"):
-        param_groups(model, 0.05, 1.5)
+        create_optimizer(model, 0.01, 0.05, 1.5)
 
 
 def test_four_views_predict_the_mean_logit_everywhere(trained, dataset, tmp_path):
@@ -443,9 +448,10 @@ def test_four_views_predict_the_mean_logit_everywhere(trained, dataset, tmp_path
     and the map explains that decision even where the image alone would have decided otherwise."""
     import numpy as np
     import torch
+
     from train.calibrate import main as calibrate_main
     from train.data import ImageCache, scan, split_samples
-    from train.evaluate import predict_logits
+    from train.inference import predict_logits
     folder = tmp_path / "v"
     shutil.copytree(trained, folder)
     assert calibrate_main(["--model", str(folder), "--data", f"a={dataset}", "--views", "4"]) == 0

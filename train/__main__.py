@@ -12,15 +12,14 @@ from fracture_demo import list_models
 
 from .loop import TrainConfig, train
 from .sampling import BALANCE
+from .sources import add_data_arguments
 
 
 def parse_args(argv: list[str] | None = None) -> TrainConfig:
     d = {f.name: f.default for f in fields(TrainConfig)}
     ap = argparse.ArgumentParser(prog="python -m train", description=__doc__.split("\n")[0])
     ap.add_argument("--model", required=True, choices=list_models())
-    ap.add_argument("--data-dir", default="", help="folder in Kaggle's layout: {train,val,test}/{fractured,not fractured}/")
-    ap.add_argument("--data", action="append", default=[], metavar="NAME=DIR[:SPLIT_FILE]",
-                    help="a named data source with its split file (repeat to train on several; replaces --data-dir)")
+    add_data_arguments(ap, folder=True, split_mode=d["split_mode"])  # repeat --data to train on several sources
     ap.add_argument("--output-dir", required=True, help="model folder to write (Hub-shaped)")
     ap.add_argument("--epochs", type=int, default=d["epochs"])
     ap.add_argument("--batch-size", type=int, default=d["batch_size"])
@@ -31,8 +30,6 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
                     help="hub | none | local ($FRACTURE_PRETRAINED_DIR) | PATH (file, or folder holding it)")
     ap.add_argument("--init-from", default=None, metavar="MODEL_DIR",
                     help="continue from a trained model folder of the same architecture (e.g. grouped -> official)")
-    ap.add_argument("--split-mode", default=d["split_mode"], choices=["official", "grouped"])
-    ap.add_argument("--split-file", default=None, help="grouped split CSV from train.audit (default: DATA_DIR/grouped_split.csv)")
     ap.add_argument("--seed", type=int, default=d["seed"])
     ap.add_argument("--resume", action="store_true", help="continue from OUTPUT_DIR/.train_state")
     ap.add_argument("--patience", type=int, default=d["patience"], help="early stopping: epochs without val-loss gain")
@@ -73,7 +70,7 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     args = ap.parse_args(argv)
     if bool(args.data) == bool(args.data_dir):
         ap.error("give --data-dir or one or more --data NAME=DIR[:SPLIT_FILE]")
-    return TrainConfig(**{k.replace("-", "_"): v for k, v in vars(args).items()})
+    return TrainConfig(**{k: v for k, v in vars(args).items() if k in d} | {"data": args.data or []})
 
 
 def main(argv: list[str] | None = None) -> int:

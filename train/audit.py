@@ -180,23 +180,7 @@ def audit(data_dir: str, out: Path, report_dir: Path | None, threshold: float = 
         rule_counts[rule] += 1
         if joined and len(examples[rule]) < 6:
             examples[rule].append((samples[a].rel, samples[b].rel))
-    # duplicates within / across official splits
-    dup = Counter()
-    for h, idx in _group_by(data.hashes).items():
-        splits = sorted({samples[i].split for i in idx})
-        if len(idx) > 1:
-            dup["exact duplicate files (beyond the first)"] += len(idx) - 1
-            dup[f"sets of identical files in {'+'.join(splits)}"] += 1
     groups = _group_by([uf.find(i) for i in range(n)])
-    near_cross = Counter()
-    for g, idx in groups.items():
-        splits = sorted({samples[i].split for i in idx})
-        if len(splits) > 1:
-            near_cross["+".join(splits)] += 1
-    leak = {s: sum(1 for idx in groups.values() if any(samples[i].split == s for i in idx)
-                   and any(samples[i].split == "train" for i in idx)) for s in ("val", "test")}
-    leaked_files = {s: sum(1 for i in range(n) if samples[i].split == s and
-                           any(samples[j].split == "train" for j in groups[uf.find(i)])) for s in ("val", "test")}
     assignment = assign_splits(groups, labels, fractions, seed)
     out.parent.mkdir(parents=True, exist_ok=True)
     with open(out, "w", newline="") as fh:
@@ -211,31 +195,53 @@ def audit(data_dir: str, out: Path, report_dir: Path | None, threshold: float = 
         "data_dir": str(data_dir), "files": len(samples_all), "decoded": n, "distinct": len(first_by_hash),
         "skipped": data.skipped, "warnings": data.notes,
         "edges_by_rule": dict(rule_counts), "examples_by_rule": dict(examples),
-        "duplicates": dict(dup), "groups": len(groups), "largest_groups": sizes[:10],
-        "singletons": sum(1 for s in sizes if s == 1),
-        "official_leak_groups": leak, "official_files_with_related_train_file": leaked_files,
-        "groups_spanning_official_splits": dict(near_cross), "feature_similarity": sim_stats,
+        "groups": len(groups), "largest_groups": sizes[:10], "singletons": sum(1 for s in sizes if s == 1),
+        **official_leaks(samples, data.hashes, groups), "feature_similarity": sim_stats,
         "grouped_split": {f"{s}/{['not fractured', 'fractured'][lab]}": c for (s, lab), c in sorted(split_counts.items())},
         "split_file": str(out),
     }
     if report_dir and features != "none":
-        report_dir.mkdir(parents=True, exist_ok=True)
-        rep_group = np.array([uf.find(r) for r in reps])
-        vals = sim[iu]
-        rng = np.random.default_rng(seed)
-        joined = np.flatnonzero(vals >= threshold)
-        pick = rng.choice(joined, min(8, len(joined)), replace=False) if len(joined) else []
-        joined_sample = [(iu[0][k], iu[1][k], float(vals[k])) for k in pick]
-        apart_idx = np.flatnonzero(rep_group[iu[0]] != rep_group[iu[1]])
-        top = apart_idx[np.argsort(-vals[apart_idx])[:8]]
-        apart = [(iu[0][k], iu[1][k], float(vals[k])) for k in top]
-        pair_sheet([(reps[a], reps[b], s) for a, b, s in joined_sample], samples, images,
-                   report_dir / "pairs_joined.png", f"random pairs joined by features (cos >= {threshold})")
-        pair_sheet([(reps[a], reps[b], s) for a, b, s in apart], samples, images,
-                   report_dir / "pairs_closest_apart.png", "closest pairs kept in different groups")
-        report["closest_apart"] = [(samples[reps[a]].rel, samples[reps[b]].rel, s) for a, b, s in apart]
+        report["closest_apart"] = pair_sheets(report_dir, sim, [uf.find(r) for r in reps], reps, samples, images,
+                                              threshold, seed)
         (report_dir / "audit.json").write_text(json.dumps(report, indent=2) + "\n")
     return report
+
+
+def official_leaks(samples: list, hashes: list[str], groups: dict[int, list[int]]) -> dict:
+    """How the official splits leak: identical files within and across them, groups spanning them, and the val and
+    test files with a related training file."""
+    dup = Counter()
+    for idx in _group_by(hashes).values():
+        if len(idx) > 1:
+            dup["exact duplicate files (beyond the first)"] += len(idx) - 1
+            dup[f"sets of identical files in {'+'.join(sorted({samples[i].split for i in idx}))}"] += 1
+    near_cross = Counter()
+    for idx in groups.values():
+        splits = sorted({samples[i].split for i in idx})
+        if len(splits) > 1:
+            near_cross["+".join(splits)] += 1
+    with_train = [idx for idx in groups.values() if any(samples[i].split == "train" for i in idx)]
+    leak = {s: sum(1 for idx in with_train if any(samples[i].split == s for i in idx)) for s in ("val", "test")}
+    leaked_files = {s: sum(1 for idx in with_train for i in idx if samples[i].split == s) for s in ("val", "test")}
+    return {"duplicates": dict(dup), "official_leak_groups": leak, "official_files_with_related_train_file": leaked_files,
+            "groups_spanning_official_splits": dict(near_cross)}
+
+
+def pair_sheets(report_dir: Path, sim: np.ndarray, rep_groups: list[int], reps: list[int], samples: list,
+                images: np.ndarray, threshold: float, seed: int) -> list:
+    """Contact sheets a reader checks the feature rule by: random pairs it joined, and the closest pairs kept in
+    different groups (returned by name, with their similarity)."""
+    report_dir.mkdir(parents=True, exist_ok=True)
+    iu = np.triu_indices(len(reps), 1)
+    rep_group, vals = np.array(rep_groups), sim[iu]
+    joined = np.flatnonzero(vals >= threshold)
+    pick = np.random.default_rng(seed).choice(joined, min(8, len(joined)), replace=False) if len(joined) else []
+    apart_idx = np.flatnonzero(rep_group[iu[0]] != rep_group[iu[1]])
+    apart = [(reps[iu[0][k]], reps[iu[1][k]], float(vals[k])) for k in apart_idx[np.argsort(-vals[apart_idx])[:8]]]
+    pair_sheet([(reps[iu[0][k]], reps[iu[1][k]], float(vals[k])) for k in pick], samples, images,
+               report_dir / "pairs_joined.png", f"random pairs joined by features (cos >= {threshold})")
+    pair_sheet(apart, samples, images, report_dir / "pairs_closest_apart.png", "closest pairs kept in different groups")
+    return [(samples[a].rel, samples[b].rel, s) for a, b, s in apart]
 
 
 def _group_by(keys: list) -> dict:

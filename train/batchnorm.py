@@ -5,6 +5,8 @@ import torch
 
 from fracture_demo.imaging import normalize
 
+from .inference import for_batches
+
 
 def precise_batch_stats(model: torch.nn.Module, images: torch.Tensor, mean: list[float], std: list[float],
                         amp: torch.dtype | None, channels_last: bool, n: int = 512, batch: int = 64) -> None:
@@ -26,10 +28,12 @@ def precise_batch_stats(model: torch.nn.Module, images: torch.Tensor, mean: list
         m.train()
     dev = next(model.parameters()).device
     idx = torch.randperm(len(images), generator=torch.Generator().manual_seed(0))[:n]
-    with torch.no_grad(), torch.autocast(dev.type, dtype=amp or torch.float32, enabled=amp is not None):
-        for i in range(0, len(idx), batch):
-            x = normalize(images[idx[i:i + batch].to(images.device)].to(dev), mean, std)
+
+    def count(rows: torch.Tensor) -> None:
+        x = normalize(images[rows.to(images.device)].to(dev), mean, std)
+        with torch.autocast(dev.type, dtype=amp or torch.float32, enabled=amp is not None):
             model(x.contiguous(memory_format=torch.channels_last) if channels_last else x)
+    for_batches(idx, batch, count)
     for m, momentum in zip(bns, momenta):
         m.momentum = momentum
     model.train(was_training)

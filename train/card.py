@@ -1,4 +1,5 @@
-"""A model folder's own documents: its model card (README.md with Hub front matter) and its plots.
+"""A model folder's own documents: its model card (README.md: huggingface_hub's ``ModelCard``, its front matter a
+``ModelCardData``) and its plots.
 
 Written by a training run (train.finalize) and rewritten when train.report re-scores a bundled model.
 """
@@ -13,6 +14,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from sklearn.metrics import roc_curve  # noqa: E402
+
+from huggingface_hub import ModelCard, ModelCardData  # noqa: E402
 
 from fracture_demo.classifier import LABELS, threshold_range  # noqa: E402
 
@@ -86,7 +89,7 @@ def roc_plot(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: Path, title
     plt.close(fig)
 
 
-def _fmt_ci(m: dict, key: str) -> str:
+def fmt_ci(m: dict, key: str) -> str:
     ci = m.get("ci95", {}).get(key)
     return f"{m[key]:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else f"{m[key]:.3f}"
 
@@ -99,7 +102,7 @@ def _copies(sources: dict) -> str:
             + ". The validation choices and the numbers that a report writes are on the original files.") if made else ""
 
 
-def _span(point: dict) -> str:
+def threshold_span(point: dict) -> str:
     """A point's threshold range over resampled validation groups, in brackets, where recorded."""
     span = threshold_range(point)
     return f" ({span})" if span else ""
@@ -114,7 +117,7 @@ def _points(config: dict) -> str:
     why = {"screen": "a missed fracture costs more than a second look", "balanced": "both errors weighed alike",
            "confirm": "call a fracture only when sure"}
     rows = [f"| {name}{' (default)' * (name == config.get('default_operating_point'))} | {why.get(name, '')} | "
-            f"{pt['threshold']:.3f}{_span(pt)} | " + "; ".join(f"{src} {v['sensitivity']:.2f} / {v['specificity']:.2f}"
+            f"{pt['threshold']:.3f}{threshold_span(pt)} | " + "; ".join(f"{src} {v['sensitivity']:.2f} / {v['specificity']:.2f}"
                                                             for src, v in pt['validation'].items()) + " |"
             for name, pt in points.items()]
     ranged = any(pt.get("threshold_95") for pt in points.values())
@@ -180,8 +183,8 @@ def write_model_card(out: Path, config: dict, metrics: dict) -> None:
     title = spec.family if shown == spec.family else f"{shown} in a {spec.family.lower()}"
     rows = []
     for name, m in metrics["results"].items():
-        rows.append(f"| {name} | {m['n']} | {_fmt_ci(m, 'accuracy')} | {_fmt_ci(m, 'balanced_accuracy')} | "
-                    f"{_fmt_ci(m, 'roc_auc')} | {m['macro_f1']:.3f} | {m['ece']:.3f} | {m.get('seen_in_training', '-')} |")
+        rows.append(f"| {name} | {m['n']} | {fmt_ci(m, 'accuracy')} | {fmt_ci(m, 'balanced_accuracy')} | "
+                    f"{fmt_ci(m, 'roc_auc')} | {m['macro_f1']:.3f} | {m['ece']:.3f} | {m.get('seen_in_training', '-')} |")
     cmd = "python -m train " + " ".join(
         f"--{k.replace('_', '-')} {x}" for k, v in tr.items()
         if v not in (None, []) and not isinstance(v, bool) and k not in ("bootstrap", "workers", "time_limit")
@@ -194,14 +197,12 @@ def write_model_card(out: Path, config: dict, metrics: dict) -> None:
     sources = data.get("sources") or {}
     credit = "\n\n".join([DATASET_CREDIT] * ("fracatlas" not in sources or len(sources) > 1)
                          + [FRACATLAS_CREDIT] * ("fracatlas" in sources))
-    card = f"""---
-license: {'other' if 'fracatlas' in sources else 'odc-by'}
-library_name: pytorch
-pipeline_tag: image-classification
-tags: [medical-imaging, x-ray, fracture, explainability, {', '.join(dict.fromkeys([fam, arch]))}]
-datasets: [bmadushanirodrigo/fracture-multi-region-x-ray-data{', FracAtlas (doi:10.6084/m9.figshare.22363012)' if 'fracatlas' in sources else ''}]
----
-# Bone-fracture X-ray classifier: {title} (`{arch}`)
+    meta = ModelCardData(
+        license="other" if "fracatlas" in sources else "odc-by", library_name="pytorch", pipeline_tag="image-classification",
+        tags=["medical-imaging", "x-ray", "fracture", "explainability", *dict.fromkeys([fam, arch])],
+        datasets=["bmadushanirodrigo/fracture-multi-region-x-ray-data"]
+        + ["FracAtlas (doi:10.6084/m9.figshare.22363012)"] * ("fracatlas" in sources))
+    body = f"""# Bone-fracture X-ray classifier: {title} (`{arch}`)
 
 **Research and teaching demo. Not a medical device; not for diagnosis.**
 
@@ -246,4 +247,4 @@ Some images carry arrows, text or watermarks a model can read instead of bone.
 Teaching and research on explainable medical-imaging ML. Not validated clinically; must not be used to
 diagnose, triage or treat anyone.
 """
-    (out / "README.md").write_text(card)
+    ModelCard(f"---\n{meta.to_yaml()}\n---\n{body}").save(out / "README.md")

@@ -22,8 +22,9 @@ from fracture_demo import FractureClassifier, load
 
 from .card import git_commit
 from .data import ImageCache, Sample
-from .evaluate import paired_auc_gain_ci, predict_probabilities
-from .sources import Source, group_ids, split_sources
+from .inference import predict_probabilities
+from .metrics import paired_auc_gain_ci
+from .sources import Source, add_data_arguments, group_ids, sources_from_args, split_sources
 
 
 def validation_probabilities(clf: FractureClassifier, samples: list[Sample], cache: ImageCache) -> dict[Path, float]:
@@ -69,13 +70,13 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--incumbent", required=True, help="the model folder (or Hub id) in use")
     ap.add_argument("--candidate", required=True, help="the model folder (or Hub id) that would replace it")
-    ap.add_argument("--data", action="append", required=True, metavar="NAME=DIR[:SPLIT_FILE]")
+    add_data_arguments(ap)
     ap.add_argument("--choose-on", default="fracatlas", help="the source whose validation ROC AUC decides")
     ap.add_argument("--margin", type=float, default=0.01)
     ap.add_argument("--bootstrap", type=int, default=1000)
     ap.add_argument("--json", type=Path, help="also write the comparison here")
     args = ap.parse_args(argv)
-    out = compare(load(args.incumbent), load(args.candidate), [Source.parse(d) for d in args.data],
+    out = compare(load(args.incumbent), load(args.candidate), sources_from_args(args),
                   args.choose_on, args.margin, args.bootstrap)
     out |= {"incumbent": args.incumbent, "candidate": args.candidate}
     for name, s in out["scores"].items():

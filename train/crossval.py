@@ -33,11 +33,12 @@ from sklearn.model_selection import StratifiedGroupKFold
 
 from fracture_demo import load
 
+from .calibrate import fit_calibration, operating_points, threshold_draws
 from .card import git_commit
 from .data import ImageCache, Sample
-from .evaluate import bootstrap_ci, compute_metrics, fit_calibration, predict_logits
-from .operating_points import operating_points, threshold_draws
-from .sources import Source, group_ids, split_sources
+from .inference import predict_logits
+from .metrics import bootstrap_ci, compute_metrics
+from .sources import Source, add_data_arguments, group_ids, sources_from_args, split_sources
 
 
 def fold_split_files(source: Source, k: int, out: Path, seed: int = 0) -> list[Source]:
@@ -163,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     train_args = argv[argv.index("--") + 1:] if "--" in argv else []
     argv = argv[:argv.index("--")] if "--" in argv else argv
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0], epilog="arguments after -- go to python -m train")
-    ap.add_argument("--data", action="append", required=True, metavar="NAME=DIR:SPLIT_FILE")
+    add_data_arguments(ap)
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--deal", default="fracatlas", help="comma-separated sources dealt into folds; the others keep "
                     "their split (Multi-Region's thousands of rotated copies sit in a few groups: one fold would hold them)")
@@ -174,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-train", action="store_true", help="score the fold models already in --out")
     args = ap.parse_args(argv)
     try:
-        result = crossval([Source.parse(d) for d in args.data], args.folds, args.out, train_args, set(args.deal.split(",")),
+        result = crossval(sources_from_args(args), args.folds, args.out, train_args, set(args.deal.split(",")),
                           args.seed, args.min_sensitivity, args.bootstrap, not args.no_train)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -135,6 +135,11 @@ class ImageCache:
         self.workers = workers if workers is not None else usable_cores()
         self._by_hash: dict[str, tuple[np.ndarray | None, str, list[str]]] = {}
 
+    @property
+    def distinct_files(self) -> int:
+        """How many distinct files (by content) have been decoded so far."""
+        return len(self._by_hash)
+
     def load(self, samples: list[Sample], progress: bool = False) -> ImageSet:
         hashes = [sha256_file(s.path) for s in samples]
         todo = {h: str(s.path) for h, s in zip(hashes, samples) if h not in self._by_hash}

@@ -10,14 +10,14 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from fracture_demo import load
 
-from .data import ImageCache, ImageSet, Sample, scan
-from .evaluate import evaluate_set, fit_calibration, headline, predict_logits
-from .operating_points import operating_points, placed_draws
+from .calibrate import calibrate
+from .data import ImageCache, Sample, scan
+from .evaluate import evaluate_set
+from .metrics import headline
 from .sources import Source, group_ids
 
 
@@ -33,42 +33,6 @@ def scored_sets(cfg, sources: list[Source], splits: dict[str, list[Sample]]) -> 
     if cfg.split_mode == "grouped":
         sets["official test"] = [s for s in scan(cfg.data_dir) if s.split == "test"]
     return sets
-
-
-def calibrate(clf, val_set: ImageSet, min_sensitivity: float | None, dev: torch.device | str = "cpu",
-              sources: list[Source] | None = None) -> np.ndarray:
-    """Fit calibration (temperature and bias) and the decision threshold on validation files, into ``clf.config``;
-    returns the validation files' raw logits."""
-    val_logits = predict_logits(clf, val_set.images, device=dev)
-    temperature, bias = fit_calibration(val_logits, val_set.labels)
-    clf.config.update(temperature=temperature, bias=bias)
-    clf.config["calibration_prevalence"] = float(val_set.labels.mean())  # what P(fractured) is true at
-    set_operating_points(clf, val_set, val_logits, min_sensitivity, sources)
-    return val_logits
-
-
-def set_operating_points(clf, val_set: ImageSet, val_logits: np.ndarray, min_sensitivity: float | None,
-                         sources: list[Source] | None = None) -> None:
-    """Thresholds for each question (``train.operating_points``) from validation files, into ``clf.config``; the
-    default decision is screening where ``min_sensitivity`` is given (a missed fracture costs more), else balanced.
-    With ``sources`` (their split files name the groups), each point also records ``threshold_95``: its 95% range
-    over resampled validation groups, how firmly those files pin it (a reader's error bar on the threshold)."""
-    val_p = clf.probability(torch.from_numpy(val_logits)).numpy()
-    origin, level = np.array([s.source for s in val_set.samples]), min_sensitivity or 0.9
-    points = operating_points(val_set.labels, val_p, origin, level)
-    if points and sources is not None:
-        draws = placed_draws(val_set.labels, val_p, origin, np.array(group_ids(val_set.samples, sources)), level)
-        for name, pt in points.items():
-            if len(draws[name]):
-                pt["threshold_95"] = [round(float(x), 4) for x in np.percentile(draws[name], [2.5, 97.5])]
-    if not points:  # validation files of one class cannot place a threshold
-        for stale in ("operating_points", "default_operating_point"):
-            clf.config.pop(stale, None)
-        clf.config.update(threshold=0.5, operating_point="0.5: validation files of one class")
-        return
-    default = "screen" if min_sensitivity else "balanced"
-    clf.config.update(operating_points=points, default_operating_point=default,
-                      threshold=points[default]["threshold"], operating_point=points[default]["rule"])
 
 
 def finalize(cfg, out: Path, cache: ImageCache, splits: dict, sources: list[Source],

@@ -24,12 +24,13 @@ from sklearn.metrics import roc_auc_score
 from fracture_demo import FractureClassifier, count_parameters, create_model, load
 from fracture_demo.registry import data_config
 
+from .calibrate import calibrate
 from .card import git_commit, write_model_card
 from .data import ImageCache
-from .evaluate import compute_metrics, headline, paired_auc_gain_ci, predict_logits, predict_probabilities
-from .finalize import calibrate
+from .inference import predict_logits, predict_probabilities
+from .metrics import compute_metrics, headline, paired_auc_gain_ci
 from .probe import features, fit
-from .sources import Source, group_ids, split_sources
+from .sources import Source, add_data_arguments, group_ids, sources_from_args, split_sources
 
 WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)
 #: What a fusion keeps of its tuned model's config: how it was trained and on what; the rest is its own.
@@ -125,8 +126,7 @@ def fuse(model_dir: str, sources: list[Source], floor: str = "efficientnet_lite0
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m train.fuse", description=__doc__.split("\n")[0])
     ap.add_argument("--model", required=True, help="the fine-tuned model folder")
-    ap.add_argument("--data", action="append", required=True, metavar="NAME=DIR[:SPLIT_FILE]",
-                    help="every source the model trained on: pooled validation files calibrate the fusion")
+    add_data_arguments(ap)  # every source the model trained on: pooled validation files calibrate the fusion
     ap.add_argument("--floor", default="efficientnet_lite0", help="registry name of the frozen ImageNet CNN")
     ap.add_argument("--floor-size", type=int, default=224)
     ap.add_argument("--probe-sources", default=None, help="comma-separated sources the probe fits on (default: all)")
@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", required=True, help="the fusion's model folder")
     args = ap.parse_args(argv)
     try:
-        clf, results = fuse(args.model, [Source.parse(d) for d in args.data], args.floor, args.floor_size,
+        clf, results = fuse(args.model, sources_from_args(args), args.floor, args.floor_size,
                    args.probe_sources.split(",") if args.probe_sources else None, args.choose_on,
                    args.min_sensitivity, args.pretrained)
     except (OSError, ValueError) as exc:

@@ -1,17 +1,16 @@
-"""Fit a model's radiograph guard: ``python -m train.guard --model DIR --data DIR[:SPLIT_FILE] [--data ...] [--layer NAME]``.
+"""Fit a model's radiograph guard: ``python -m train.guard --model DIR --data NAME=DIR[:SPLIT_FILE] [--data ...] [--layer NAME]``.
 
 Fits the mean and shrunk covariance of the model's guard features on the training radiographs of
 every data source given (each distinct file once), then sets the threshold so that at most 0.5% of
 each source's validation radiographs are flagged (the largest of the per-source thresholds), and
-writes ``guard.safetensors`` into the model folder (see fracture_demo/guard.py). ``DIR`` alone uses
-the folder split; ``DIR:SPLIT_FILE`` a grouped split. ``--layer``: the module whose pooled output the
-guard sees (default: the CAM layer's input); ``bench/ood.py --layers`` measures the candidates.
+writes ``guard.safetensors`` into the model folder (see fracture_demo/guard.py). Without a split file a
+source uses its folder split. ``--layer``: the module whose pooled output the
+guard sees (default: the CAM layer's input); ``python -m bench.ood --layers`` measures the candidates.
 """
 from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -20,15 +19,10 @@ from fracture_demo import FractureClassifier, load
 from fracture_demo.guard import RadiographGuard, guard_features
 
 from .data import ImageCache, Sample
-from .sources import Source
+from .inference import for_batches
+from .sources import add_data_arguments, sources_from_args
 
 VAL_QUANTILE = 99.5
-
-
-def source_splits(spec: str) -> dict[str, list[Sample]]:
-    """``DIR`` (its folder split) or ``DIR:SPLIT_FILE`` (a grouped split) -> samples per split."""
-    folder, _, split_file = spec.partition(":")
-    return Source(Path(folder).name, Path(folder), Path(split_file) if split_file else None).splits()
 
 
 @torch.no_grad()
@@ -38,14 +32,13 @@ def features(clf: FractureClassifier, samples: list[Sample], cache: ImageCache, 
     if ``distinct``; at ``layer`` (None: the CAM layer's input)."""
     data = cache.load(samples)
     images = data.images[data.distinct()] if distinct else data.images
-    out = []
     model = clf.unwrapped.eval()
-    for i in range(0, len(images), batch):
-        x = clf.normalize(torch.from_numpy(images[i:i + batch]))
+
+    def pooled(x: torch.Tensor) -> torch.Tensor:
         with guard_features(model, clf.arch, layer) as captured:
-            model(x)
-        out.append(captured[0])
-    return torch.cat(out).numpy() if out else np.zeros((0, 0), np.float32)
+            model(clf.normalize(x))
+        return captured[0]
+    return for_batches(images, batch, pooled).numpy() if len(images) else np.zeros((0, 0), np.float32)
 
 
 def fit_guard(clf: FractureClassifier, sources: dict[str, dict[str, list[Sample]]], workers: int | None = None,
@@ -67,15 +60,14 @@ def fit_guard(clf: FractureClassifier, sources: dict[str, dict[str, list[Sample]
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m train.guard", description=__doc__.split("\n")[0])
     ap.add_argument("--model", required=True, help="model folder to fit the guard for (written into it)")
-    ap.add_argument("--data", action="append", required=True, metavar="DIR[:SPLIT_FILE]",
-                    help="a data source in Kaggle's layout; repeat for several")
+    add_data_arguments(ap)
     ap.add_argument("--layer", default=None, help="module whose pooled output the guard sees, e.g. blocks.5 "
                     "(default: the input of the model's CAM layer)")
     ap.add_argument("--workers", type=int, default=None)
     args = ap.parse_args(argv)
     try:
         clf = load(args.model)
-        sources = {Path(spec.partition(":")[0]).name: source_splits(spec) for spec in args.data}
+        sources = {src.name: src.splits() for src in sources_from_args(args)}
         if args.layer:
             clf.unwrapped.get_submodule(args.layer)
     except (OSError, ValueError, AttributeError) as exc:

@@ -17,6 +17,7 @@ from torch import nn
 from fracture_demo import FractureClassifier
 
 from .data import ImageSet
+from .inference import for_batches
 from .probe import fit
 
 
@@ -24,9 +25,8 @@ from .probe import fit
 def pooled_features(clf: FractureClassifier, images: np.ndarray, batch: int = 32) -> np.ndarray:
     """What the classifier layer sees (timm's ``pre_logits``) for each uint8 1xSxS image, model in eval mode."""
     model = clf.unwrapped.eval()
-    out = [model.forward_head(model.forward_features(clf.normalize(torch.from_numpy(images[i:i + batch]))), pre_logits=True)
-           for i in range(0, len(images), batch)]
-    return torch.cat(out).float().numpy()
+    return for_batches(images, batch, lambda x: model.forward_head(model.forward_features(clf.normalize(x)),
+                                                                   pre_logits=True).float()).numpy()
 
 
 @torch.no_grad()

@@ -25,7 +25,7 @@ from fracture_demo import get_spec, load
 from fracture_demo.classifier import LABELS
 
 from .evaluate import model_labels
-from .sources import Source
+from .sources import Source, add_data_arguments, sources_from_args
 
 TOLERANCE = 15 / 224
 Box = tuple[float, float, float, float]  # x, y, width, height in the stored image's pixels
@@ -122,7 +122,7 @@ def localize(models: list[str], cases: list[Case], methods: list[str] | None = N
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m train.localize", description=__doc__.split("\n")[0])
     ap.add_argument("--model", action="append", required=True, help="model folder (repeat)")
-    ap.add_argument("--data", default="fracatlas=data/fracatlas:assets/splits/fracatlas_split.csv", metavar="NAME=DIR[:SPLIT_FILE]")
+    add_data_arguments(ap, default=["fracatlas=data/fracatlas:assets/splits/fracatlas_split.csv"])
     ap.add_argument("--annotations", default="../shared/data/fracatlas/annotations.json", help="COCO boxes, joined on file name")
     ap.add_argument("--split", default="test", choices=["train", "val", "test"])
     ap.add_argument("--methods", default=None, help="comma-separated subset (default: every method of each model)")
@@ -130,12 +130,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", default=None, help="write the scores here")
     args = ap.parse_args(argv)
     try:
-        cases = fracture_cases(Source.parse(args.data), args.annotations, args.split)
+        source = sources_from_args(args)[0]
+        cases = fracture_cases(source, args.annotations, args.split)
     except (OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if not cases:
-        print(f"error: no fractured {args.split} images with boxes in {args.data}", file=sys.stderr)
+        print(f"error: no fractured {args.split} images with boxes in {source.arg()}", file=sys.stderr)
         return 2
     scores = localize(args.model, cases, args.methods.split(",") if args.methods else None, args.bootstrap)
     for model, by_method in scores.items():

@@ -14,26 +14,24 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
+from timm.utils import ModelEmaV3
 
 from fracture_demo import FractureClassifier, get_spec, load
 from fracture_demo.registry import count_parameters, resolve_pretrained, weights_origin
 
 from .augment import augment
-from timm.utils import ModelEmaV3
-
 from .batchnorm import precise_batch_stats
 from .card import git_commit
-from .data import ImageCache, default_split_file, fingerprint, scan
+from .data import ImageCache, ImageSet, fingerprint, scan
 from .distributed import setup_distributed
-from .evaluate import predict_logits
 from .finalize import finalize
 from .guidance import CamHead, box_loss, box_masks
 from .head_init import fit_head
-from .optim import apply_lr, param_groups
+from .inference import predict_logits
+from .optim import Schedule, create_optimizer
 from .sampling import BALANCE, sample_weights
-from .schedule import lr_at
 from .shrink import copy_of
-from .sources import Source, from_legacy, source_names, split_sources
+from .sources import Source, named_sources, source_names, split_sources
 from .state import load_state, save_state
 
 
@@ -78,10 +76,7 @@ class TrainConfig:
     boxes: str | None = None  # COCO file of the drawn boxes, for box_weight
 
     def sources(self) -> list[Source]:
-        if self.data:
-            return [Source.parse(d) for d in self.data]
-        split_file = self.split_file or (str(default_split_file(self.data_dir)) if self.split_mode == "grouped" else None)
-        return [from_legacy(self.data_dir, self.split_mode, split_file)]
+        return named_sources(self.data, self.data_dir, self.split_mode, self.split_file)
 
 
 def amp_dtype(amp: str, model: str, device: torch.device) -> torch.dtype | None:
@@ -123,31 +118,22 @@ def _log(rank: int, msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
 
 
-def train(cfg: TrainConfig) -> dict:
-    """Train ``cfg.model``; returns the final metrics (or the state of an interrupted run)."""
-    if cfg.balance not in BALANCE:  # before minutes of decoding, not after
+def check_config(cfg: TrainConfig) -> None:
+    """Refuse a bad option before minutes of decoding, not after."""
+    if cfg.balance not in BALANCE:
         raise ValueError(f"balance must be one of {', '.join(BALANCE)}, not {cfg.balance!r}")
     if cfg.ema is not None and not 0 <= cfg.ema < 1:
         raise ValueError(f"--ema must be in [0, 1), not {cfg.ema}")
     if cfg.box_weight < 0 or (cfg.box_weight > 0 and not cfg.boxes):
         raise ValueError("--box-weight must be >= 0 and needs --boxes (a COCO file of drawn fracture boxes)")
-    rank, world, dev = setup_distributed(cfg.device)
-    out = Path(cfg.output_dir)
-    sources = cfg.sources()
-    splits, crossed = split_sources(sources)
-    if not splits["train"] or not splits["val"]:
-        raise ValueError(f"the split of {source_names(sources) or cfg.data_dir} needs train and val images")
-    for s in crossed:
-        _log(rank, f"not scored: {s.source}:{s.rel} (the same bytes are on a training side)")
 
-    torch.manual_seed(cfg.seed)
+
+def describe(clf: FractureClassifier, cfg: TrainConfig, sources: list[Source], splits: dict) -> None:
+    """What the model folder's config records of this run: settings, start, data and its counts, code."""
     start, pretrained_label = resolve_pretrained(cfg.model, cfg.pretrained)
     pretrained_from = weights_origin(start)
-    clf = FractureClassifier.new(cfg.model, cfg.pretrained, cfg.image_size)
     if cfg.init_from:
         pretrained_label, pretrained_from = _init_from(clf, cfg.init_from), None
-    groups = param_groups(clf.unwrapped, cfg.weight_decay, cfg.layer_decay)
-    size = clf.image_size
     clf.config.update(
         training={k: v for k, v in asdict(cfg).items() if k not in ("push_to_hub", "private", "device", "resume")},
         pretrained_source=pretrained_label,
@@ -163,157 +149,209 @@ def train(cfg: TrainConfig) -> dict:
         parameters=count_parameters(clf.model),
         code_commit=git_commit(),
     )
-    cache = ImageCache(size, cfg.workers)
+
+
+def decode(cache: ImageCache, splits: dict, rank: int) -> tuple[ImageSet, ImageSet]:
+    """The training and validation images, decoded once; what was skipped or used with a caveat is named."""
     t0 = time.time()
-    train_set = cache.load(splits["train"], progress=rank == 0)
-    val_set = cache.load(splits["val"])
-    _log(rank, f"decoded {len(train_set)} train + {len(val_set)} val images at {size}px "
-               f"({len(cache._by_hash)} distinct files) in {time.time() - t0:.1f}s")
+    train_set, val_set = cache.load(splits["train"], progress=rank == 0), cache.load(splits["val"])
+    _log(rank, f"decoded {len(train_set)} train + {len(val_set)} val images at {cache.size}px "
+               f"({cache.distinct_files} distinct files) in {time.time() - t0:.1f}s")
     for name, why in {**train_set.skipped, **val_set.skipped}.items():
         _log(rank, f"skipped {name}: {why}")
     for name, notes in {**train_set.notes, **val_set.notes}.items():
         _log(rank, f"used with a caveat {name}: {'; '.join(notes)}")
-    if cfg.head_init == "probe" and not (cfg.resume and (out / ".train_state").exists()):
-        clf.config["head_init"] = fit_head(clf, train_set, val_set)
-        _log(rank, f"head fitted on frozen features: {clf.config['head_init']}")
+    return train_set, val_set
 
-    model = clf.model.to(dev)
-    channels_last = get_spec(cfg.model).kind == "cnn"  # faster for CNNs on GPUs and on these CPUs alike
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    opt = torch.optim.AdamW(groups, lr=cfg.lr)
-    ema = ModelEmaV3(model, decay=cfg.ema) if cfg.ema is not None else None  # no warm-up: it starts where training does
-    meta = load_state(out, model, opt, ema.module if ema else None) if cfg.resume else None
-    start_epoch, history, best_loss, bad = 0, [], float("inf"), 0
-    if meta:
-        start_epoch, history, best_loss, bad = meta["epoch"] + 1, meta["history"], meta["best_loss"], meta["bad_epochs"]
-        _log(rank, f"resumed from {out / '.train_state'} after epoch {meta['epoch'] + 1}")
-    guided = cfg.box_weight > 0
-    net = CamHead(model) if guided else model  # one forward gives the logit and the map the loss looks at
-    ddp = torch.nn.parallel.DistributedDataParallel(net) if world > 1 else net
 
-    teacher_clf = load(cfg.teacher) if cfg.teacher else None
-    teacher = teacher_clf.model.to(dev).eval() if teacher_clf else None
-    teacher_cfg = teacher_clf.config if teacher_clf else None
-    amp = amp_dtype(cfg.amp, cfg.model, dev)
-    y_all = torch.from_numpy(train_set.labels)
-    drawn = sample_weights(train_set.samples, cfg.balance)
-    weights = torch.from_numpy(drawn) if drawn is not None else None
-    pos = float(y_all.sum()) / len(y_all) if weights is None else float((weights * y_all.double()).sum())
-    pos_weight = torch.tensor([(1 - pos) / max(pos, 1e-6)], device=dev)  # labels weigh the same in the loss
-    if cfg.balance == "radiograph":  # labels are drawn half and half already
-        pos_weight = None
-    images = torch.from_numpy(train_set.images)
-    if dev.type == "cuda":
-        images, y_all = images.to(dev), y_all.to(dev)
-    if guided:
-        box_row, boxes = (t.to(images.device) for t in box_masks(train_set.samples, cfg.boxes, size))
-        _log(rank, f"box guidance (weight {cfg.box_weight}): {len(boxes)} fractured training radiographs with drawn boxes")
-    per_rank = len(images) // world
-    steps_per_epoch = max(1, per_rank // cfg.batch_size)
-    total_steps = steps_per_epoch * cfg.epochs
-    warmup = min(0.5, cfg.warmup_epochs / max(cfg.epochs, 1))
-    stop_reason, stopped_for_time = "", False
-    t_train = time.time()
+class Loop:
+    """One run's moving parts: the model (and its DDP wrapper, moving average, teacher), the optimizer and its
+    schedule, the decoded training images and how an epoch draws them. :meth:`epoch` trains, :meth:`validate` scores."""
 
-    for epoch in range(start_epoch, cfg.epochs):
-        if bad >= cfg.patience:
-            stop_reason = f"no val-loss gain in {cfg.patience} epochs"
-            break
+    def __init__(self, cfg: TrainConfig, clf: FractureClassifier, opt: torch.optim.Optimizer, train_set: ImageSet,
+                 rank: int, world: int, dev: torch.device) -> None:
+        self.cfg, self.clf, self.opt, self.rank, self.world, self.dev = cfg, clf, opt, rank, world, dev
+        self.channels_last = get_spec(cfg.model).kind == "cnn"  # faster for CNNs on GPUs and on these CPUs alike
+        self.model = clf.model.to(dev)
+        if self.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.ema = ModelEmaV3(self.model, decay=cfg.ema) if cfg.ema is not None else None  # starts where training does
+        self.guided = cfg.box_weight > 0
+        net = CamHead(self.model) if self.guided else self.model  # one forward: the logit and the map the loss reads
+        self.ddp = torch.nn.parallel.DistributedDataParallel(net) if world > 1 else net
+        self.teacher = load(cfg.teacher) if cfg.teacher else None
+        if self.teacher:
+            self.teacher.model.to(dev).eval()
+        self.amp = amp_dtype(cfg.amp, cfg.model, dev)
+        self.images, self.labels = torch.from_numpy(train_set.images), torch.from_numpy(train_set.labels)
+        drawn = sample_weights(train_set.samples, cfg.balance)
+        self.weights = torch.from_numpy(drawn) if drawn is not None else None
+        pos = float(self.labels.mean()) if drawn is None else float((self.weights * self.labels.double()).sum())
+        # labels weigh the same in the loss, unless they are drawn half and half already
+        self.pos_weight = None if cfg.balance == "radiograph" else torch.tensor([(1 - pos) / max(pos, 1e-6)], device=dev)
+        if dev.type == "cuda":
+            self.images, self.labels = self.images.to(dev), self.labels.to(dev)
+        if self.guided:
+            self.box_row, self.boxes = (t.to(self.images.device) for t in box_masks(train_set.samples, cfg.boxes, clf.image_size))
+            _log(rank, f"box guidance (weight {cfg.box_weight}): {len(self.boxes)} fractured training radiographs with drawn boxes")
+        self.per_rank = len(self.images) // world
+        self.steps = max(1, self.per_rank // cfg.batch_size)
+        self.schedule = Schedule(opt, self.steps * cfg.epochs, min(0.5, cfg.warmup_epochs / max(cfg.epochs, 1)))
+        self.t_train = time.time()
+
+    def elapsed(self) -> float:
+        """Minutes of training so far, the slowest rank's (so that every rank stops after the same step)."""
+        return _ranks_max((time.time() - self.t_train) / 60, self.world, self.dev)
+
+    def order(self, gen: torch.Generator) -> torch.Tensor:
+        """This rank's training rows for one epoch: a permutation, or draws by the sampling weights."""
+        if self.weights is None:
+            return torch.randperm(len(self.images), generator=gen)[: self.per_rank * self.world][self.rank::self.world]
+        return torch.multinomial(self.weights, self.per_rank * self.world, replacement=True, generator=gen)[self.rank::self.world]
+
+    def epoch(self, epoch: int) -> dict:
+        """One epoch (cut short where a time budget's schedule has run out); its loss, rate and speed."""
+        cfg = self.cfg
         torch.manual_seed(cfg.seed * 1000 + epoch)  # dropout etc.: same stream after a resume
         gen = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
-        if weights is None:
-            order = torch.randperm(len(images), generator=gen)[: per_rank * world][rank::world]
-        else:
-            order = torch.multinomial(weights, per_rank * world, replacement=True, generator=gen)[rank::world]
-        ddp.train()
-        t_epoch, seen, loss_sum = time.time(), 0, 0.0
-        bar = range(steps_per_epoch)
-        if rank == 0:
+        order = self.order(gen)
+        self.ddp.train()
+        t_epoch, seen, loss_sum, rate = time.time(), 0, 0.0, 0.0
+        bar = range(self.steps)
+        if self.rank == 0:
             from tqdm.auto import tqdm
             bar = tqdm(bar, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", file=sys.stderr, leave=False, disable=None)
         for i in bar:
-            progress = (epoch * steps_per_epoch + i) / total_steps
+            progress = (epoch * self.steps + i) / (self.steps * cfg.epochs)
             if cfg.time_budget:  # the schedule ends with whichever runs out first, epochs or minutes
-                progress = max(progress, _ranks_max((time.time() - t_train) / (cfg.time_budget * 60), world, dev))
+                progress = max(progress, self.elapsed() / cfg.time_budget)
                 if i and progress >= 1:  # the rate is at zero: validate now, not at the epoch's end
                     break
-            rate = lr_at(progress, warmup, cfg.lr)
-            apply_lr(opt, rate)
-            idx = order[i * cfg.batch_size:(i + 1) * cfg.batch_size].to(images.device)
-            if guided:
-                rows = box_row[idx]
-                has_box = rows >= 0
-                mb = torch.zeros_like(images[idx])
-                mb[has_box] = boxes[rows[has_box]]
-                xb, mb = augment(images[idx], gen, cfg.augment, masks=mb)
-                xb, mb, has_box = xb.to(dev, non_blocking=True), mb.to(dev), has_box.to(dev)
-            else:
-                xb = augment(images[idx], gen, cfg.augment).to(dev, non_blocking=True)
-            yb = y_all[idx].to(dev)
-            x = clf.normalize(xb)
-            if channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(dev.type, dtype=amp or torch.float32, enabled=amp is not None):
-                logits, cam = ddp(x) if guided else (ddp(x), None)
-                logits = logits.float().flatten()
-                loss = F.binary_cross_entropy_with_logits(logits, yb, pos_weight=pos_weight)
-                if guided and has_box.any():
-                    loss = loss + cfg.box_weight * box_loss(cam[has_box], mb[has_box])
-                if teacher is not None:
-                    with torch.no_grad():
-                        xt = teacher_clf.normalize(xb)
-                        if xt.shape[-1] != teacher_cfg["image_size"]:
-                            xt = F.interpolate(xt, size=teacher_cfg["image_size"], mode="bilinear", align_corners=False)
-                        soft = torch.sigmoid(teacher(xt).float().flatten() / cfg.distill_temperature)
-                    tau = cfg.distill_temperature
-                    kd = F.binary_cross_entropy_with_logits(logits / tau, soft) * tau * tau
-                    loss = (1 - cfg.distill_alpha) * loss + cfg.distill_alpha * kd
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(ddp.parameters(), 5.0)
-            opt.step()
-            if ema is not None:
-                ema.update(model, step=epoch * steps_per_epoch + i + 1)
+            rate = self.schedule.at(progress)
+            idx = order[i * cfg.batch_size:(i + 1) * cfg.batch_size].to(self.images.device)
+            loss = self.step(idx, gen)
+            if self.ema is not None:
+                self.ema.update(self.model, step=epoch * self.steps + i + 1)
             seen += len(idx)
-            loss_sum += loss.item() * len(idx)
-            if rank == 0:
-                bar.set_postfix(loss=f"{loss_sum / seen:.4f}", img_s=f"{seen * world / (time.time() - t_epoch):.0f}")
-        train_time = time.time() - t_epoch
-        clf.model = ema.module if ema is not None else model  # what is validated is what is saved
-        precise_batch_stats(clf.model, images, clf.config["mean"], clf.config["std"], amp, channels_last)
-        val_logits = predict_logits(clf, val_set.images, device=dev)
-        vy = torch.from_numpy(val_set.labels)
-        val_loss = F.binary_cross_entropy_with_logits(torch.from_numpy(val_logits), vy).item()
-        val_p = torch.sigmoid(torch.from_numpy(val_logits)).numpy()
-        val_acc = float(((val_p >= 0.5) == val_set.labels).mean())
-        rec = {"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1), "val_loss": val_loss, "val_accuracy": val_acc,
-               "lr": rate, "images": seen * world, "images_per_s": seen * world / train_time, "seconds": train_time}
-        history.append(rec)
-        improved = val_loss < best_loss - 1e-4
-        best_loss, bad = (val_loss, 0) if improved else (best_loss, bad + 1)
-        _log(rank, f"epoch {epoch + 1}: train loss {rec['train_loss']:.4f}  val loss {val_loss:.4f}  "
-                   f"val acc {val_acc:.4f}  {rec['images_per_s']:.0f} img/s{'  *best' if improved else ''}")
-        if rank == 0:
+            loss_sum += loss * len(idx)
+            if self.rank == 0:
+                bar.set_postfix(loss=f"{loss_sum / seen:.4f}", img_s=f"{seen * self.world / (time.time() - t_epoch):.0f}")
+        seconds = time.time() - t_epoch
+        return {"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1), "lr": rate, "images": seen * self.world,
+                "images_per_s": seen * self.world / seconds, "seconds": seconds}
+
+    def step(self, idx: torch.Tensor, gen: torch.Generator) -> float:
+        """One optimizer step on the rows ``idx`` (augmented with ``gen``); returns the batch's loss."""
+        cfg, dev = self.cfg, self.dev
+        masks = has_box = None
+        if self.guided:
+            rows = self.box_row[idx]
+            has_box = rows >= 0
+            masks = torch.zeros_like(self.images[idx])
+            masks[has_box] = self.boxes[rows[has_box]]
+            xb, masks = augment(self.images[idx], gen, cfg.augment, masks=masks)
+            masks, has_box = masks.to(dev), has_box.to(dev)
+        else:
+            xb = augment(self.images[idx], gen, cfg.augment)
+        xb, yb = xb.to(dev, non_blocking=True), self.labels[idx].to(dev)
+        x = self.clf.normalize(xb)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(dev.type, dtype=self.amp or torch.float32, enabled=self.amp is not None):
+            logits, cam = self.ddp(x) if self.guided else (self.ddp(x), None)
+            logits = logits.float().flatten()
+            loss = F.binary_cross_entropy_with_logits(logits, yb, pos_weight=self.pos_weight)
+            if self.guided and has_box.any():
+                loss = loss + cfg.box_weight * box_loss(cam[has_box], masks[has_box])
+            if self.teacher is not None:
+                loss = (1 - cfg.distill_alpha) * loss + cfg.distill_alpha * self.distillation(xb, logits)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.ddp.parameters(), 5.0)
+        self.opt.step()
+        return loss.item()
+
+    def distillation(self, xb: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        """DeiT-style soft targets: the teacher's sigmoid at temperature tau, on the same augmented images."""
+        tau, size = self.cfg.distill_temperature, self.teacher.image_size
+        with torch.no_grad():
+            xt = self.teacher.normalize(xb)
+            if xt.shape[-1] != size:
+                xt = F.interpolate(xt, size=size, mode="bilinear", align_corners=False)
+            soft = torch.sigmoid(self.teacher.model(xt).float().flatten() / tau)
+        return F.binary_cross_entropy_with_logits(logits / tau, soft) * tau * tau
+
+    def validate(self, val_set: ImageSet) -> dict:
+        """Validation loss and accuracy of what would be saved (the moving average, where one is kept), its
+        BatchNorm statistics recounted first."""
+        self.clf.model = self.ema.module if self.ema is not None else self.model
+        precise_batch_stats(self.clf.model, self.images, self.clf.config["mean"], self.clf.config["std"], self.amp,
+                            self.channels_last)
+        logits = torch.from_numpy(predict_logits(self.clf, val_set.images, device=self.dev))
+        loss = F.binary_cross_entropy_with_logits(logits, torch.from_numpy(val_set.labels)).item()
+        accuracy = float(((torch.sigmoid(logits).numpy() >= 0.5) == val_set.labels).mean())
+        return {"val_loss": loss, "val_accuracy": accuracy}
+
+    def checkpoint(self, out: Path, improved: bool, meta: dict) -> None:
+        """The best weights so far as the model folder's, and the state a ``--resume`` continues from."""
+        if self.rank == 0:
             if improved:
-                clf.save_pretrained(out, half=cfg.half)
-            save_state(out, model, opt, {"epoch": epoch, "history": history, "best_loss": best_loss, "bad_epochs": bad},
-                       ema.module if ema is not None else None)
-        clf.model = model
-        if world > 1:
+                self.clf.save_pretrained(out, half=self.cfg.half)
+            save_state(out, self.model, self.opt, meta, self.ema.module if self.ema is not None else None)
+        self.clf.model = self.model
+        if self.world > 1:
             dist.barrier()
-        # the slowest rank's minutes, so that every rank stops after the same epoch
+
+
+def train(cfg: TrainConfig) -> dict:
+    """Train ``cfg.model``; returns the final metrics (or the state of an interrupted run)."""
+    check_config(cfg)
+    rank, world, dev = setup_distributed(cfg.device)
+    out, sources = Path(cfg.output_dir), cfg.sources()
+    splits, crossed = split_sources(sources)
+    if not splits["train"] or not splits["val"]:
+        raise ValueError(f"the split of {source_names(sources) or cfg.data_dir} needs train and val images")
+    for s in crossed:
+        _log(rank, f"not scored: {s.source}:{s.rel} (the same bytes are on a training side)")
+    torch.manual_seed(cfg.seed)
+    clf = FractureClassifier.new(cfg.model, cfg.pretrained, cfg.image_size)
+    describe(clf, cfg, sources, splits)
+    opt = create_optimizer(clf.unwrapped, cfg.lr, cfg.weight_decay, cfg.layer_decay)
+    cache = ImageCache(clf.image_size, cfg.workers)
+    t0 = time.time()
+    train_set, val_set = decode(cache, splits, rank)
+    if cfg.head_init == "probe" and not (cfg.resume and (out / ".train_state").exists()):
+        clf.config["head_init"] = fit_head(clf, train_set, val_set)
+        _log(rank, f"head fitted on frozen features: {clf.config['head_init']}")
+    loop = Loop(cfg, clf, opt, train_set, rank, world, dev)
+    meta = load_state(out, loop.model, opt, loop.ema.module if loop.ema else None) if cfg.resume else None
+    start, history, best_loss, bad = 0, [], float("inf"), 0
+    if meta:
+        start, history, best_loss, bad = meta["epoch"] + 1, meta["history"], meta["best_loss"], meta["bad_epochs"]
+        _log(rank, f"resumed from {out / '.train_state'} after epoch {meta['epoch'] + 1}")
+    stop_reason, paused = "", False
+    for epoch in range(start, cfg.epochs):
+        if bad >= cfg.patience:
+            stop_reason = f"no val-loss gain in {cfg.patience} epochs"
+            break
+        rec = loop.epoch(epoch)
+        rec |= loop.validate(val_set)
+        history.append(rec)
+        improved = rec["val_loss"] < best_loss - 1e-4
+        best_loss, bad = (rec["val_loss"], 0) if improved else (best_loss, bad + 1)
+        _log(rank, f"epoch {epoch + 1}: train loss {rec['train_loss']:.4f}  val loss {rec['val_loss']:.4f}  "
+                   f"val acc {rec['val_accuracy']:.4f}  {rec['images_per_s']:.0f} img/s{'  *best' if improved else ''}")
+        loop.checkpoint(out, improved, {"epoch": epoch, "history": history, "best_loss": best_loss, "bad_epochs": bad})
         if cfg.time_limit is not None and _ranks_max((time.time() - t0) / 60, world, dev) > cfg.time_limit \
                 and epoch + 1 < cfg.epochs:
-            stopped_for_time = True
+            paused = True
             break
-        if cfg.time_budget is not None and _ranks_max((time.time() - t_train) / 60, world, dev) > cfg.time_budget:
+        if cfg.time_budget is not None and loop.elapsed() > cfg.time_budget:
             stop_reason = f"time budget of {cfg.time_budget} min"
             _log(rank, f"time budget of {cfg.time_budget} min spent after epoch {epoch + 1}; finishing")
             break
-
     result: dict = {"history": history}
-    if rank == 0 and stopped_for_time:
+    if rank == 0 and paused:
         _log(rank, f"time limit reached after epoch {len(history)}; continue with --resume")
         result["status"] = "interrupted"
     elif rank == 0:

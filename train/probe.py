@@ -21,10 +21,11 @@ from sklearn.metrics import roc_auc_score
 
 from fracture_demo.registry import get_spec
 
+from .calibrate import choose_threshold, fit_temperature
+from .data import ImageCache, ImageSet, fingerprint
 from .features import view_features
-from .data import ImageCache, ImageSet, default_split_file, fingerprint
-from .evaluate import bootstrap_ci, choose_threshold, compute_metrics, fit_temperature, headline
-from .sources import Source, from_legacy, group_ids, split_sources
+from .metrics import bootstrap_ci, compute_metrics, headline
+from .sources import Source, add_data_arguments, group_ids, sources_from_args, split_sources
 
 BACKBONES = ("efficientnet_lite0", "mobilenetv2", "mobilenetv3", "regnet")  # those with offline ImageNet weights
 STRENGTHS = (1e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1, 1.0)  # inverse L2 strength C, picked on val
@@ -101,23 +102,16 @@ def _scores(y: np.ndarray, p: np.ndarray, threshold: float, groups: list[str] | 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m train.probe", description=__doc__.split("\n")[0])
-    ap.add_argument("--data", action="append", default=[], metavar="NAME=DIR[:SPLIT_FILE]",
-                    help="a named data source with its split file (repeat: pooled for fitting, scored per source)")
-    ap.add_argument("--data-dir", default="", help="one folder in Kaggle's layout (instead of --data)")
+    add_data_arguments(ap, folder=True, split_mode="grouped")  # pooled for fitting, scored per source
     ap.add_argument("--models", default=",".join(BACKBONES), help="comma-separated registry names (features concatenated)")
-    ap.add_argument("--split-mode", default="grouped", choices=["official", "grouped"])
-    ap.add_argument("--split-file", default=None, help="grouped split CSV (default: DATA_DIR/grouped_split.csv)")
     ap.add_argument("--image-size", type=int, default=224)
     ap.add_argument("--pretrained", default="local", help="hub | none | local | PATH, as for python -m train")
     ap.add_argument("--bootstrap", type=int, default=1000)
     ap.add_argument("--workers", type=int, default=None)
     ap.add_argument("--out", default=None, help="write the JSON report here as well")
     args = ap.parse_args(argv)
-    if bool(args.data) == bool(args.data_dir):
-        ap.error("give --data-dir or one or more --data NAME=DIR[:SPLIT_FILE]")
     try:
-        sources = ([Source.parse(d) for d in args.data] if args.data else
-                   [from_legacy(args.data_dir, args.split_mode, args.split_file or str(default_split_file(args.data_dir)))])
+        sources = sources_from_args(args)
         report = probe(sources, args.models.split(","), args.image_size, args.pretrained, args.bootstrap, args.workers)
     except (OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -3,9 +3,9 @@
 ``python -m train.report --data bone-fracture=D:F --data fracatlas=D:F --annotations A`` scores every
 model folder under ``--models`` on the Multi-Region official test, its grouped test and the FracAtlas
 test (per body region too), checks each model's maps against FracAtlas's drawn fracture boxes, and
-writes ``assets/results/`` (results.json, roc.png, roc_fracatlas.png) and the tables between the
+writes ``assets/results/`` (results.json, roc.png, roc_fracatlas.png), the tables between the
 ``<!-- results:start -->``, ``<!-- matrix:start -->``, ``<!-- localization:start -->`` and
-``<!-- operating-points:start -->`` markers of README.md.
+``<!-- operating-points:start -->`` markers of docs/results.md, and the headline table of README.md.
 """
 from __future__ import annotations
 
@@ -18,8 +18,9 @@ import numpy as np
 
 from fracture_demo import methods
 
-from .card import _fmt_ci, _span, git_commit, roc_plot, write_model_card
-from .evaluate import headline
+from .card import fmt_ci, git_commit, roc_plot, threshold_span, write_model_card
+from .metrics import headline
+from .sources import add_data_arguments, sources_from_args
 
 #: The original study's accuracy on the official 506-image test split.
 STUDY_ACCURACY = {"custom_cnn": 0.94, "vgg19": 0.89, "mobilenetv3": 0.81, "regnet": 0.81,
@@ -68,7 +69,7 @@ def test_sets(sources: dict) -> dict:
 
 def by_region(data, p: np.ndarray, groups: list[str], regions: dict[str, str], threshold: float, bootstrap: int) -> dict:
     """ROC AUC and balanced accuracy of one test set per body region (FracAtlas's metadata)."""
-    from .evaluate import bootstrap_ci, compute_metrics
+    from .metrics import bootstrap_ci, compute_metrics
     out = {}
     names = np.array([regions.get(s.rel, "unknown") for s in data.samples])
     for region in sorted(set(names)):
@@ -90,17 +91,14 @@ def results_table(models_dir: Path, sources: dict, out_dir: Path, reference_imag
     write results.json and the ROC plots; return the rows."""
     from fracture_demo import count_parameters, load
 
-    from .data import ImageCache, sha256_file
-    from .evaluate import evaluate_set
+    from .data import sha256_file
     from .localize import fracture_cases, localize
-    from .sources import group_ids
 
     commit = git_commit()  # before this run writes the bundle's scores and cards (a stamp taken after would say +changes)
     tests = test_sets(sources)
-    regions = sources[FA].regions()
     cases = fracture_cases(sources[FA], annotations) if annotations else []
     hashes_of: dict[str, set[str]] = {}
-    caches: dict[int, ImageCache] = {}
+    caches: dict = {}
     rows, curves, refs = {}, {name: {} for name in TESTS}, {}
     fingerprint = {name: [s.rel for s in samples] for name, samples in tests.items()}
     for folder in sorted(p.parent for p in models_dir.glob("*/config.json")):
@@ -113,41 +111,14 @@ def results_table(models_dir: Path, sources: dict, out_dir: Path, reference_imag
         maps_key = score_key(folder, input_only, [[c.path.name for c in cases], localize_methods, bootstrap])
         loc_hit = score_cache / f"maps-{maps_key}.json" if score_cache else None
         official_twin = trained == "Multi-Region official"
-        if loc_hit and loc_hit.is_file():
-            loc = json.loads(loc_hit.read_text())
-        else:
-            loc = localize([str(folder)], cases, localize_methods, bootstrap)[folder.name] if cases and not official_twin else {}
-            if loc_hit:
-                loc_hit.parent.mkdir(parents=True, exist_ok=True)
-                loc_hit.write_text(json.dumps(loc, default=float))
-        if hit and hit.is_file():  # the same weights, calibration, test files and settings: scored before
-            saved = json.loads(hit.read_text())
-            scores, seen = saved["scores"], saved["seen"]
-            for name, (y, p) in saved["curves"].items():
-                curves[name][folder.name] = (np.array(y), np.array(p))
-        else:
-            if trained not in hashes_of:
-                hashes_of[trained] = {sha256_file(s.path) for s in training_files(clf.config, sources)}
-            cache = caches.setdefault(clf.image_size, ImageCache(clf.image_size))
-            scores, seen, own_curves = {}, {}, {}
-            for name, samples in tests.items():
-                data = cache.load(samples)
-                seen[name] = sum(h in hashes_of[trained] for h in data.hashes)
-                if seen[name] and name != "official test":  # seen test files: no score (the official one is the study's protocol)
-                    continue
-                groups = group_ids(data.samples, list(sources.values()))
-                m, p = evaluate_set(clf, data, groups, bootstrap)
-                m["seen_in_training"] = seen[name]
-                m["operating_points"] = point_scores(data.labels, p, groups, clf.operating_points, bootstrap)
-                if name == "fracatlas test":
-                    m["by_region"] = by_region(data, p, groups, regions, m["threshold"], bootstrap)
-                scores[name] = m
-                own_curves[name] = (data.labels, p)
-                curves[name][folder.name] = (data.labels, p)
-            if hit:
-                hit.parent.mkdir(parents=True, exist_ok=True)
-                hit.write_text(json.dumps({"scores": scores, "seen": seen, "curves": {
-                    k: [y.tolist(), p.tolist()] for k, (y, p) in own_curves.items()}}, default=float))
+        loc = cached(loc_hit, lambda: localize([str(folder)], cases, localize_methods, bootstrap)[folder.name]
+                     if cases and not official_twin else {})
+        if trained not in hashes_of and not (hit and hit.is_file()):
+            hashes_of[trained] = {sha256_file(s.path) for s in training_files(clf.config, sources)}
+        saved = cached(hit, lambda: score_model(clf, tests, hashes_of[trained], sources, bootstrap, caches))
+        scores, seen = saved["scores"], saved["seen"]
+        for name, (y, p) in saved["curves"].items():
+            curves[name][folder.name] = (np.array(y), np.array(p))
         record_scores(folder, clf.config, scores, loc, commit)
         rows[folder.name] = {
             "architecture": clf.arch, "family": clf.family, "trained_on": trained, "scores": scores, "seen": seen, "localization": loc,
@@ -171,9 +142,46 @@ def results_table(models_dir: Path, sources: dict, out_dir: Path, reference_imag
     return {"meta": meta, "models": rows}
 
 
+def cached(path: Path | None, compute) -> dict:
+    """``compute()``, or what it returned before for the same key (the file ``path``)."""
+    if path and path.is_file():
+        return json.loads(path.read_text())
+    value = compute()
+    if path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(value, default=float))
+    return value
+
+
+def score_model(clf, tests: dict, trained_hashes: set[str], sources: dict, bootstrap: int, caches: dict) -> dict:
+    """One model's scores on every test set it has not seen (the official one always: the study's protocol), how
+    many of each set's files it trained on, and its ROC curves' points."""
+    from .data import ImageCache
+    from .evaluate import evaluate_set
+    from .sources import group_ids
+
+    regions = sources[FA].regions()
+    cache = caches.setdefault(clf.image_size, ImageCache(clf.image_size))
+    scores, seen, curves = {}, {}, {}
+    for name, samples in tests.items():
+        data = cache.load(samples)
+        seen[name] = sum(h in trained_hashes for h in data.hashes)
+        if seen[name] and name != "official test":
+            continue
+        groups = group_ids(data.samples, list(sources.values()))
+        m, p = evaluate_set(clf, data, groups, bootstrap)
+        m["seen_in_training"] = seen[name]
+        m["operating_points"] = point_scores(data.labels, p, groups, clf.operating_points, bootstrap)
+        if name == "fracatlas test":
+            m["by_region"] = by_region(data, p, groups, regions, m["threshold"], bootstrap)
+        scores[name] = m
+        curves[name] = [data.labels.tolist(), p.tolist()]
+    return {"scores": scores, "seen": seen, "curves": curves}
+
+
 def point_scores(y: np.ndarray, p: np.ndarray, groups: list[str], points: dict, bootstrap: int) -> dict:
     """Sensitivity and specificity of one test set at each of a model's operating points, 95% intervals by group."""
-    from .evaluate import bootstrap_ci
+    from .metrics import bootstrap_ci
     out = {}
     for name, point in points.items():
         t = point["threshold"]
@@ -220,7 +228,7 @@ def _cell(scores: dict, name: str, key: str, seen: dict) -> str:
     m = scores.get(name)
     if m is None:
         return f"seen ({seen.get(name, 0)} files)" if seen.get(name) else "-"
-    return _fmt_ci(m, key) if key in m.get("ci95", {}) else f"{m[key]:.3f}"
+    return fmt_ci(m, key) if key in m.get("ci95", {}) else f"{m[key]:.3f}"
 
 
 def markdown_table(report: dict) -> str:
@@ -304,7 +312,7 @@ def operating_points_table(report: dict) -> str:
         fa = r["scores"].get("fracatlas test", {}).get("operating_points", {})
         for point in dict.fromkeys([*grouped, *fa]):
             g, f = grouped.get(point), fa.get(point)
-            lines.append(f"| {name} | {point} | {(g or f)['threshold']:.3f}{_span(g or f)} | {cell(g, 'sensitivity')} | "
+            lines.append(f"| {name} | {point} | {(g or f)['threshold']:.3f}{threshold_span(g or f)} | {cell(g, 'sensitivity')} | "
                          f"{cell(g, 'specificity')} | {cell(f, 'sensitivity')} | {cell(f, 'specificity')} |")
     return (head + "\n".join(lines) + "\n\nEach point's threshold was chosen on every source's validation files "
             "(`train.operating_points`): *screen*, the highest whose sensitivity reaches 0.90 on each source; "
@@ -331,32 +339,48 @@ def localization_table(report: dict) -> str:
             f"at commit `{report['meta']['commit']}`.\n")
 
 
-def update_readme(readme: Path, marker: str, table: str) -> None:
-    text = readme.read_text()
+def headline_table(report: dict) -> str:
+    """The front page's table: the app's models (trained on both sources), best FracAtlas test ROC AUC first."""
+    rows = sorted(((n, r) for n, r in report["models"].items() if r["trained_on"] == "both sources"),
+                  key=lambda item: -item[1]["scores"]["fracatlas test"]["roc_auc"])
+    head = ("| model | FracAtlas test ROC AUC | FracAtlas bal. acc. (screening point) | Multi-Region grouped ROC AUC | "
+            "Multi-Region grouped bal. acc. | Multi-Region official acc. (leaks) |\n|---|---|---|---|---|---|\n")
+    lines = [f"| {name} | {fmt_ci(s['fracatlas test'], 'roc_auc')} | {fmt_ci(s['fracatlas test'], 'balanced_accuracy')} | "
+             f"{fmt_ci(s['grouped test'], 'roc_auc')} | {fmt_ci(s['grouped test'], 'balanced_accuracy')} | "
+             f"{s['official test']['accuracy']:.3f} |" for name, r in rows for s in [r["scores"]]]
+    n = report["meta"]["n"]
+    return (head + "\n".join(lines) + f"\n\nFracAtlas test: n={n['fracatlas test']}, radiographs of hospitals none of the "
+            f"training files came from as groups; Multi-Region grouped test: n={n['grouped test']}, groups no training file "
+            f"belongs to; official test: n={n['official test']}, the study's split, which leaks. 95% intervals over groups. "
+            f"Generated by `python -m train.report` at commit `{report['meta']['commit']}`.\n")
+
+
+def write_section(path: Path, marker: str, text: str) -> None:
+    """Replace what lies between ``<!-- marker:start -->`` and ``<!-- marker:end -->`` in ``path`` with ``text``."""
+    doc = path.read_text()
     start, end = f"<!-- {marker}:start -->", f"<!-- {marker}:end -->"
-    if start in text and end in text:
-        text = text[: text.index(start) + len(start)] + "\n" + table + text[text.index(end):]
-        readme.write_text(text)
+    if start not in doc or end not in doc:
+        raise ValueError(f"{path} has no {start} ... {end} markers")
+    path.write_text(doc[: doc.index(start) + len(start)] + "\n" + text + doc[doc.index(end):])
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .sources import Source
     ap = argparse.ArgumentParser(prog="python -m train.report", description=__doc__.split("\n")[0])
     ap.add_argument("--models", default="assets/models")
-    ap.add_argument("--data", action="append", required=True, metavar="NAME=DIR:SPLIT_FILE",
-                    help=f"the two sources, named {MR} and {FA}, each with its split file")
+    add_data_arguments(ap)  # the two sources, named bone-fracture and fracatlas, each with its split file
     ap.add_argument("--annotations", default=None, help="FracAtlas's COCO boxes (for the localisation scores)")
     ap.add_argument("--localize-methods", default=",".join(m for m in methods.LABELS if m != "scorecam"),
                     help="comma-separated maps to check (default: all but ScoreCAM, whose hundreds of forward passes "
                          "per map take minutes per model)")
     ap.add_argument("--out-dir", default="assets/results")
     ap.add_argument("--reference-image", default=None, help="image whose predictions the bundled-model test pins")
-    ap.add_argument("--readme", default="README.md")
+    ap.add_argument("--readme", default="README.md", help="the front page: its headline table")
+    ap.add_argument("--doc", default="docs/results.md", help="the findings page: every other table")
     ap.add_argument("--bootstrap", type=int, default=1000)
     ap.add_argument("--score-cache", default=".cache/report", help="scores by weights + calibration + test files + "
                     "settings, so a rerun re-scores only changed models ('none': re-score all)")
     args = ap.parse_args(argv)
-    sources = {s.name: s for s in map(Source.parse, args.data)}
+    sources = {s.name: s for s in sources_from_args(args)}
     if set(sources) != {MR, FA}:
         ap.error(f"--data must name the sources {MR} and {FA}")
     out = Path(args.out_dir)
@@ -368,8 +392,9 @@ def main(argv: list[str] | None = None) -> int:
               "operating-points": operating_points_table(report)}
     for marker, table in tables.items():
         (out / f"{marker}.md").write_text(table)
-        update_readme(Path(args.readme), marker, table)
+        write_section(Path(args.doc), marker, table)
         print(table)
+    write_section(Path(args.readme), "headline", headline_table(report))
     return 0
 
 

@@ -7,8 +7,8 @@ the published one (6,396,417 parameters); ``tests/test_custom_cnn.py`` checks ev
 from __future__ import annotations
 
 import torch
-from torch import nn
 import torch.nn.functional as F
+from torch import nn
 
 
 class CustomCNN(nn.Module):
