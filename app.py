@@ -41,7 +41,7 @@ RESULTS = ROOT / "assets" / "results"
 ROC_PNGS = {"ROC curves, Multi-Region grouped test": RESULTS / "roc.png",
             "ROC curves, FracAtlas test": RESULTS / "roc_fracatlas.png"}
 POINTS = {"screen": "Screening: miss few fractures", "balanced": "Balanced: both errors alike",
-          "confirm": "Confirming: few false alarms"}  # train.operating_points, in words
+          "confirm": "Confirming: few false alarms"}  # train.calibrate, in words
 NOTICE = ("**Research and teaching demo. Not a medical device.** It must not be used to diagnose, triage or "
           "treat anyone; its models were trained on a small public data set with known flaws (see About).")
 
@@ -389,7 +389,7 @@ def _about_tab(zoo: ModelZoo) -> None:
 def serving_zoo(extra: list[str] | None = None, replicas: int | None = None) -> ModelZoo:
     """The zoo as the app serves it: ``replicas`` requests per model at once (default: one per core), each on
     cores / replicas torch threads. One thread per request by default: a batch of four views gains little from
-    a second thread, and threads that wait for each other cost kernel time (bench/load_test.py, README "Speed")."""
+    a second thread, and threads that wait for each other cost kernel time (bench/load_test.py, docs/speed.md)."""
     replicas = max(1, replicas or runtime.usable_cores())
     torch.set_num_threads(max(1, runtime.usable_cores() // replicas))
     return ModelZoo(discover(extra), replicas=replicas)

@@ -183,7 +183,7 @@ class FractureClassifier:
     @property
     def operating_points(self) -> dict[str, dict]:
         """Name -> {"threshold", "rule", "validation"}: one threshold per question (screen, balanced, confirm; see
-        ``train.operating_points``), each chosen on validation files; empty for a model calibrated before them."""
+        ``train.calibrate``), each chosen on validation files; empty for a model calibrated before them."""
         return self.config.get("operating_points", {})
 
     @property

@@ -30,7 +30,7 @@ MIN_SIDE = 16
 MAX_BITS = 16  # per DICOM sample (radiographs store 10-16)
 DICOM_HEADER_BYTES = 4 * 1024 * 1024  # of a deflated DICOM's dataset before its pixel data
 #: Decodes of more pixels than this take turns, one at a time: four 80 MP uploads at once would each hold
-#: hundreds of MB; one at a time, their peak is one decode's (README "Reliability").
+#: hundreds of MB; one at a time, their peak is one decode's (docs/reliability.md).
 LARGE_PIXELS = 12_000_000
 #: The most memory one decode takes beyond its file's bytes, at the limits; tests/test_imaging.py holds it for
 #: the worst files inside them (80 MP: colour JPEG at full size, 16-bit PNG, DICOM, RGBA PNG).

@@ -19,10 +19,11 @@ from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
 from . import methods
-from .models import CustomCNN, Fusion, vgg19_bn_gap
+from .models import CustomCNN, Fusion, VggGap, deepen_vgg16, vgg19_bn_gap
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+CAFFE = ((0.48502, 0.45796, 0.40760), (1 / 255,) * 3)  # Keras / Caffe VGG input: 0-255 less the ImageNet mean
 HALF = (0.5, 0.5, 0.5)
 #: Where ``--pretrained local`` looks for the files of ``ModelSpec.local_file``.
 PRETRAINED_DIR_ENV = "FRACTURE_PRETRAINED_DIR"
@@ -193,6 +194,26 @@ register(ModelSpec(
 register(ModelSpec(
     "vgg19", "VGG19", "VGG19-BN conv stack at half width with a global-average-pool head (5.0M).",
     _no_pretrained(lambda **kw: vgg19_bn_gap(**{"width": 0.5, **kw})), cam_layer=lambda m: m[0][-2]))
+
+
+def _vgg19_imagenet(source: str | None, **kwargs) -> nn.Module:
+    """Full-width plain VGG19 (torchvision's ``vgg19`` convolutions) with a GAP head. Its ImageNet start: the Hub's
+    ``vgg19.tv_in1k`` trunk, or a local file holding a VGG19 trunk or VGG16's (deepened, :func:`deepen_vgg16`)."""
+    model = VggGap(batch_norm=False, **kwargs)
+    if source is None:
+        return model
+    if source == "hub":
+        trunk = {k.removeprefix("features."): v for k, v in timm.create_model("vgg19.tv_in1k", pretrained=True)
+                 .state_dict().items() if k.startswith("features.")}
+    else:
+        from safetensors.torch import load_file
+        weights = load_file(source)
+        trunk = deepen_vgg16(weights) if len(weights) == 26 else {k.removeprefix("features."): v.float()
+                                                                    for k, v in weights.items()}
+    model[0].load_state_dict(trunk)
+    return _fresh_head(model)
+
+
 register(ModelSpec(
     "mobilenetv3", "MobileNetV3", "timm tf_mobilenetv3_small_100 (1.5M), ImageNet start from a local file.",
     _timm("tf_mobilenetv3_small_100"), mean=HALF, std=HALF, cam_layer=lambda m: m.blocks[-1],
@@ -202,6 +223,11 @@ register(ModelSpec(
     "regnet", "RegNet", "timm regnetx_002 (RegNetX-200MF, 2.3M), ImageNet start from a local file.",
     _timm("regnetx_002"), cam_layer=lambda m: m.s4,
     hub_weights="regnetx_002.pycls_in1k", local_file="regnetx_002.safetensors"))
+register(ModelSpec(
+    "vgg19_imagenet", "VGG19", "VGG19 (plain, full width, 20.0M) with a global-average-pool head; its ImageNet start "
+    "from the Hub, or here from VGG16's trunk with each extra convolution an identity (Net2Net).",
+    _vgg19_imagenet, cam_layer=lambda m: m[0][-2], hub_weights="vgg19.tv_in1k", local_file="vgg16_features.safetensors",
+    local_norm=CAFFE, variant_of="vgg19"))
 register(ModelSpec(
     "wide_resnet", "Wide ResNet", "Bottleneck ResNet-14 at width x2 (WRN-14-2), half channels (4.9M).",
     _no_pretrained(_wide_resnet), cam_layer=lambda m: m.layer4))

@@ -1,6 +1,6 @@
 """Process-wide CPU settings that every entry point applies when it starts (``apply()``, before torch loads).
 
-Two measured problems on small CPU machines (``bench/cpu_time.py``, README "Speed"):
+Two measured problems on small CPU machines (``bench/cpu_time.py``, docs/speed.md):
 
 * **Page-fault churn.** glibc hands tensors above its mmap threshold (at most 32 MB) their own
   ``mmap`` and unmaps them on free, so every batch faults its activations back in: half of all

@@ -94,7 +94,7 @@ class ModelZoo:
     @property
     def default(self) -> str | None:
         """Of the models trained on the most sources, the one with the highest FracAtlas validation ROC AUC: the
-        README's rule (chosen on validation files of another hospital, never on test); test scores break ties."""
+        ladder's rule (docs/ladder.md: chosen on validation files of another hospital, never on test); test scores break ties."""
         if not self.entries:
             return None
         return max(self.entries.values(), key=lambda e: (len(e.sources), e.score("fracatlas val", "roc_auc") or -1.0,

@@ -21,6 +21,7 @@
 #   scripts/train_zoo.sh crossval DATA OUT       # the same recipe over FOLDS of FracAtlas's groups (train.crossval)
 #   scripts/train_zoo.sh hybrid DATA OUT         # ViT and Swin as the ViT paper's hybrids: their tokens from ImageNet CNN stages
 #   scripts/train_zoo.sh distil DATA OUT         # bundled CNNs (FAMILIES) trained on, distilled from the default (TEACHER_DIR)
+#   scripts/train_zoo.sh vgg19 DATA OUT          # VGG19 from VGG16's ImageNet trunk (vgg19_imagenet), distilled from the default
 #   scripts/train_zoo.sh bundle DATA OUT         # copy the chosen runs into assets/models (then: train.calibrate, guard, report)
 # DATA: Kaggle-layout folder with grouped_split.csv (python -m train.audit); OUT: parent of model folders.
 # ViT and Swin distil from OUT/$TEACHER (default efficientnet_lite0), as DeiT did; train it first.
@@ -168,7 +169,7 @@ case $stage in
       PARALLEL=1 side "$out/$r.log" both $model $r ${GPU_BUDGET:-5} --pretrained local --balance source --image-size $size "${extra[@]}"
     done
     wait ;;
-  seeds)  # issue 11's rung "seeds": how far one recipe moves with its seed alone (bench/seed_spread.py reads the runs).
+  seeds)  # issue 11's rung "seeds": how far one recipe moves with its seed alone (`git show 3a09676:bench/seed_spread.py` read the runs).
     # MobileNetV3's both-sources recipe (the both stage's: from ImageNet, source-balanced) at a fixed EPOCHS (7, where
     # its 8-minute budget ended) under a budget it never reaches, so every seed gets the same schedule: only --seed
     # (sampling order, augmentations) differs
@@ -215,6 +216,12 @@ case $stage in
       side "$out/${m}_distil.log" both "${args[@]}"
     done
     wait ;;
+  vgg19)  # issue 38: the study's VGG19 from ImageNet. Here VGG16's trunk with each extra convolution an identity
+    # (vgg19_imagenet, --pretrained local; the Hub's vgg19.tv_in1k elsewhere), both sources at 224 px, source-balanced,
+    # distilled from the default at lr 1e-4 for EPOCHS (8): the GPU rung (its forward pass alone runs at about 5 img/s here).
+    LR=${LR:-1e-4} recipe vgg19_imagenet ${BUDGET:-60}
+    python -m train "${sources[@]}" --output-dir "$out/vgg19_imagenet" "${recipe_args[@]}" --pretrained local --balance source \
+      --teacher "${TEACHER_DIR:-assets/models/efficientnet_lite0_fusion}" ${RESUME:+--resume} || echo "FAILED: vgg19_imagenet" >&2 ;;
   bundle)  # the app's models: each run's folder (weights, config, card, plots; never .train_state) into assets/models.
     # DEFAULT_RUN: the EfficientNet-Lite0 run validation data chose (sampling, resolution); its Multi-Region-only
     # predecessor stays as efficientnet_lite0_multiregion, the FracAtlas-only one as efficientnet_lite0_fracatlas
@@ -240,5 +247,5 @@ case $stage in
     # (train.calibrate --views 4); step 31: then distilled from the default (distil with INIT_DIR=assets/models
     # FAMILIES=vit_hybrid EPOCHS=2, then FAMILIES=swin_hybrid EPOCHS=1, LR=2e-4, OUT/distil5; the flip mean on a copy, _views4)
     for m in vit_hybrid swin_hybrid; do copy distil5/${m}_distil_views4 $m; done ;;
-  *) echo "usage: $0 cpu|gpu|transformers|official|balance|guard|sampling|both|resolution|longer|lowlr|lpft|lpftld|ema|guide|gpures|fuse|hybrid|distil|bundle DATA OUT" >&2; exit 2 ;;
+  *) echo "usage: $0 cpu|gpu|transformers|official|balance|guard|sampling|both|resolution|longer|lowlr|lpft|lpftld|ema|guide|gpures|fuse|hybrid|distil|vgg19|bundle DATA OUT" >&2; exit 2 ;;
 esac

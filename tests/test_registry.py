@@ -91,3 +91,36 @@ def test_hybrid_tokens_start_as_imagenet_features_and_count_as_their_family(name
     img = (np.random.default_rng(1).random((150, 170)) * 255).astype(np.uint8)
     heat = clf.explain(img, method).heatmap
     assert heat.shape == img.shape and np.isfinite(heat).all() and heat.min() >= 0
+
+
+def test_vgg19_starts_from_vgg16s_trunk_computing_its_features():
+    """Net2Net deepening: VGG16's 13 convolutions where VGG19 has them, an identity for each block's fourth, so the
+    untrained VGG19 computes VGG16's ImageNet features on a radiograph."""
+    from safetensors.torch import load_file
+    from torchvision.models.vgg import cfgs, make_layers
+
+    from fracture_demo.imaging import normalize
+    try:
+        source, label = resolve_pretrained("vgg19_imagenet", "local")
+    except FileNotFoundError:
+        pytest.skip("../shared/pretrained is not beside this checkout")
+    vgg16 = make_layers(cfgs["D"], batch_norm=False).eval()
+    vgg16.load_state_dict({k.removeprefix("features."): v.float() for k, v in load_file(source).items()})
+    vgg19 = fd.create_model("vgg19_imagenet", "local").eval()
+    assert label == "file:vgg16_features.safetensors" and len(vgg19[0]) == 37, "16 convolutions, 16 ReLUs, 5 pools"
+    cfg = fd.data_config("vgg19_imagenet", "local")
+    assert cfg["std"][0] == pytest.approx(1 / 255), "Caffe's input: 0-255 less the mean"
+    img = fd.decode_image("assets/examples/fractured_hand.jpg").image.convert("L").resize((224, 224))
+    x = normalize(torch.from_numpy(np.asarray(img))[None, None], cfg["mean"], cfg["std"])
+    with torch.no_grad():
+        f16, f19 = vgg16(x), vgg19.forward_features(x)
+        assert f19.shape == f16.shape == (1, 512, 7, 7) and f16.abs().max() > 1
+        torch.testing.assert_close(f19, f16, rtol=1e-5, atol=1e-4)
+        assert torch.equal(vgg19(x), torch.zeros(1, 1)), "a fresh head: P = 0.5 before any training"
+    extra = vgg19[0][_conv_index(vgg19, 7)]  # block 3's fourth convolution: not in VGG16
+    assert torch.equal(extra.bias, torch.zeros(256)) and extra.weight[:, :, 1, 1].diagonal().eq(1).all()
+
+
+def _conv_index(model, k: int) -> int:
+    """Module index of the k-th convolution (0-based) of a VGG trunk."""
+    return [i for i, m in enumerate(model[0]) if isinstance(m, torch.nn.Conv2d)][k]

@@ -253,7 +253,7 @@ def calibrate(clf, val_set: ImageSet, min_sensitivity: float | None, dev: torch.
 
 def set_operating_points(clf, val_set: ImageSet, val_logits: np.ndarray, min_sensitivity: float | None,
                          sources: list[Source] | None = None) -> None:
-    """Thresholds for each question (``train.operating_points``) from validation files, into ``clf.config``; the
+    """Thresholds for each question (``train.calibrate``) from validation files, into ``clf.config``; the
     default decision is screening where ``min_sensitivity`` is given (a missed fracture costs more), else balanced.
     With ``sources`` (their split files name the groups), each point also records ``threshold_95``: its 95% range
     over resampled validation groups, how firmly those files pin it (a reader's error bar on the threshold)."""

@@ -109,7 +109,7 @@ def threshold_span(point: dict) -> str:
 
 
 def _points(config: dict) -> str:
-    """The operating points' table (``train.operating_points``): one threshold per question, with what each
+    """The operating points' table (``train.calibrate``): one threshold per question, with what each
     promised on every source's validation files."""
     points = config.get("operating_points") or {}
     if not points:

@@ -1,7 +1,7 @@
 """Cross-validation over groups: ``python -m train.crossval --data ... --folds 5 --out DIR -- TRAIN_ARGS``.
 
 Why: every choice and threshold of the ladder rests on one validation split (FracAtlas: 54 groups, 112 fractures),
-and a threshold placed on it moves over 0.10-0.27 when those groups are resampled (``bench/threshold_noise.py``).
+and a threshold placed on it moves over 0.10-0.27 when those groups are resampled (step 16 of docs/ladder.md).
 Here the train and validation groups of each source named by ``--deal`` are dealt into k folds (``StratifiedGroupKFold``: no group in two
 folds, each fold with its share of fractures; test files stay test), ``python -m train`` runs once per fold with
 that fold held out as its validation side (a finished fold is skipped and a paused one resumed, so the command
@@ -9,7 +9,7 @@ can be run again until it is done), and then:
 
   out-of-fold   each fold's model scores the files it never trained on: ROC AUC per source over every train and
                 validation group (about five times the groups of one validation split), with 95% intervals by group;
-  points        one calibration (Platt) and the operating points (``train.operating_points``) placed on those
+  points        one calibration (Platt) and the operating points (``train.calibrate``) placed on those
                 out-of-fold predictions, not on one split's, with the screening threshold's 95% range over resampled
                 groups beside the range on one fold's worth of them;
   test          the k models' mean logit, so calibrated, on each source's test files, beside each fold's model alone

@@ -72,12 +72,6 @@ def split_samples(samples: list[Sample], mode: str = "official",
     return {s: [x for x in samples if table.get(x.rel, ("",))[0] == s] for s in SPLITS}
 
 
-def groups_of(samples: list[Sample], split_file: str | os.PathLike | None) -> list[str]:
-    """Group id of each sample (its own path when no split file is known): the bootstrap's unit."""
-    table = read_split_file(split_file) if split_file and Path(split_file).is_file() else {}
-    return [s.source + table.get(s.rel, ("", s.rel))[1] for s in samples]
-
-
 def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:
@@ -146,7 +140,7 @@ class ImageCache:
         jobs = [(p, self.size) for p in todo.values()]
         if self.workers > 1 and len(jobs) > 32:
             # threads, not processes: PIL decodes and resizes without the GIL, and forking a process that holds
-            # torch cost twice the kernel time (page tables, copy-on-write faults; README "Speed")
+            # torch cost twice the kernel time (page tables, copy-on-write faults; docs/speed.md)
             with ThreadPoolExecutor(self.workers) as pool:
                 results = list(_progress(pool.map(_decode, jobs), len(jobs), progress))
         else:

@@ -4,7 +4,7 @@ The probe (``train.probe``: a logistic regression on a frozen ImageNet CNN's fea
 of ``--probe-sources``) and the model each give a calibrated logit; the fusion is ``w x probe + (1 - w) x model``,
 ``w`` chosen on the validation ROC AUC of ``--choose-on`` (the other hospital's question; ties go to the smaller
 ``w``), each logit computed as the fusion computes it (its input size, resize and flips; the probe's own 8-view
-features rank validation files differently: README, step 17). The result is one model folder (architecture
+features rank validation files differently: docs/ladder.md, step 17). The result is one model folder (architecture
 ``fusion``, fracture_demo.models.fusion) with both branches' weights, recalibrated and its operating points placed
 on the pooled validation files of every ``--data`` source, as ``train.calibrate`` does, and a card. Never fitted
 on test files; ``python -m train.report`` scores it.

@@ -1,11 +1,11 @@
 """Fit the classifier head on frozen features before fine-tuning (LP-FT, Kumar et al. 2022): ``--head-init probe``.
 
-A logistic regression on frozen ImageNet features beats every model fine-tuned here on FracAtlas (README,
+A logistic regression on frozen ImageNet features beats every model fine-tuned here on FracAtlas (docs/ladder.md,
 the ladder's *floor* row), so fine-tuning loses features it should keep. Starting from a fitted head
 (train.probe's fit on the model's own pooled features, strength chosen on val), the first gradients
 through the backbone come from a head that already separates the classes, and change it less. The head is the
 fit divided by its validation temperature: the probe's best strength gives over-confident logits (step 7 of the
-README's ladder started from them at validation loss 1.13), and calibrated ones start the loss where the
+docs/ladder.md started from them at validation loss 1.13), and calibrated ones start the loss where the
 probe's probabilities put it.
 """
 from __future__ import annotations

@@ -31,7 +31,10 @@ BACKBONES = ("efficientnet_lite0", "mobilenetv2", "mobilenetv3", "regnet")  # th
 STRENGTHS = (1e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1, 1.0)  # inverse L2 strength C, picked on val
 
 
-def features(sets: dict[str, ImageSet], model: str, pretrained: str) -> dict[str, np.ndarray]:
+VIEWS = {8: (0, 90, 180, 270), 2: (0,)}  # views -> quarter turns, each also mirrored
+
+
+def features(sets: dict[str, ImageSet], model: str, pretrained: str, views: int = 8) -> dict[str, np.ndarray]:
     """Per split, N x D mean-over-views features; each distinct file (by content hash) is run once."""
     first: dict[str, int] = {}
     images = []
@@ -40,8 +43,8 @@ def features(sets: dict[str, ImageSet], model: str, pretrained: str) -> dict[str
             if h not in first:
                 first[h] = len(images)
                 images.append(im)
-    _, views = view_features(np.stack(images), model, pretrained, angles=(0, 90, 180, 270), centre=False)
-    mean = views.mean(1)
+    _, per_view = view_features(np.stack(images), model, pretrained, angles=VIEWS[views], centre=False)
+    mean = per_view.mean(1)
     return {k: mean[[first[h] for h in s.hashes]] for k, s in sets.items()}
 
 
@@ -66,17 +69,17 @@ def fit(x: dict[str, np.ndarray], y: dict[str, np.ndarray], strengths: tuple[flo
 
 
 def probe(sources: list[Source], models: list[str], image_size: int = 224, pretrained: str = "local",
-          bootstrap: int = 1000, workers: int | None = None) -> dict:
+          bootstrap: int = 1000, workers: int | None = None, views: int = 8) -> dict:
     for m in models:
         get_spec(m)  # an unknown name fails before minutes of decoding
     parts, dropped = split_sources(sources)
     cache = ImageCache(image_size, workers)
     sets = {k: cache.load(v) for k, v in parts.items()}
-    per_model = [features(sets, m, pretrained) for m in models]
+    per_model = [features(sets, m, pretrained, views) for m in models]
     x = {k: np.concatenate([f[k] for f in per_model], 1) for k in sets}
     y = {k: s.labels for k, s in sets.items()}
     res = fit(x, y)
-    out = {"models": models, "image_size": image_size, "sources": [f"{s.name}={s.root}:{s.split_file or ''}" for s in sources],
+    out = {"models": models, "image_size": image_size, "views": views, "sources": [f"{s.name}={s.root}:{s.split_file or ''}" for s in sources],
            "C": res["C"], "temperature": res["temperature"], "threshold": res["threshold"], "sweep": res["sweep"],
            "dropped_as_copies_of_training_files": len(dropped),
            "data_fingerprint": {k: fingerprint(s.samples) for k, s in sets.items()}}
@@ -105,6 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     add_data_arguments(ap, folder=True, split_mode="grouped")  # pooled for fitting, scored per source
     ap.add_argument("--models", default=",".join(BACKBONES), help="comma-separated registry names (features concatenated)")
     ap.add_argument("--image-size", type=int, default=224)
+    ap.add_argument("--views", type=int, default=8, choices=sorted(VIEWS),
+                    help="features averaged over 8 views (flips, quarter turns) or 2 (the image and its mirror)")
     ap.add_argument("--pretrained", default="local", help="hub | none | local | PATH, as for python -m train")
     ap.add_argument("--bootstrap", type=int, default=1000)
     ap.add_argument("--workers", type=int, default=None)
@@ -112,7 +117,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     try:
         sources = sources_from_args(args)
-        report = probe(sources, args.models.split(","), args.image_size, args.pretrained, args.bootstrap, args.workers)
+        report = probe(sources, args.models.split(","), args.image_size, args.pretrained, args.bootstrap, args.workers,
+                       args.views)
     except (OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -1,4 +1,4 @@
-"""The README's results, cross-source matrix and localisation tables, re-scored from the bundled weights.
+"""The results (docs/results.md, the README's headline), cross-source matrix and localisation tables, re-scored from the bundled weights.
 
 ``python -m train.report --data bone-fracture=D:F --data fracatlas=D:F --annotations A`` scores every
 model folder under ``--models`` on the Multi-Region official test, its grouped test and the FracAtlas
@@ -206,7 +206,7 @@ def record_scores(folder: Path, config: dict, scores: dict, localization: dict, 
     """Make the model's own files (config, metrics.json, card) carry the numbers the table shows.
 
     A training run may have scored a resized copy of the data on a GPU; this CPU re-score of the
-    original files is what the README, the app's dropdown and the card then all agree on.
+    original files is what docs/results.md, the app's dropdown and the card then all agree on.
     """
     kept = {k: v for k, v in config.get("metrics", {}).items() if k not in TESTS}  # val etc.: the training run's
     config["metrics"] = kept | {k: headline(v) for k, v in scores.items()}
@@ -315,7 +315,7 @@ def operating_points_table(report: dict) -> str:
             lines.append(f"| {name} | {point} | {(g or f)['threshold']:.3f}{threshold_span(g or f)} | {cell(g, 'sensitivity')} | "
                          f"{cell(g, 'specificity')} | {cell(f, 'sensitivity')} | {cell(f, 'specificity')} |")
     return (head + "\n".join(lines) + "\n\nEach point's threshold was chosen on every source's validation files "
-            "(`train.operating_points`): *screen*, the highest whose sensitivity reaches 0.90 on each source; "
+            "(`train.calibrate`): *screen*, the highest whose sensitivity reaches 0.90 on each source; "
             "*balanced*, the highest balanced accuracy on the worst source (step 23; ties: the mean over sources); "
             "*confirm*, the lowest whose specificity reaches 0.90 on each; in parentheses, the threshold's 95% range "
             "over resampled validation groups. Test files from neither source's training side; 95% intervals by group; a model's test set that shares "

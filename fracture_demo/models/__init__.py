@@ -1,6 +1,6 @@
 """Architectures that timm does not ship in the shape this project needs."""
 from .custom_cnn import CustomCNN
 from .fusion import Fusion
-from .vgg import vgg19_bn_gap
+from .vgg import VggGap, deepen_vgg16, vgg19_bn_gap
 
-__all__ = ["CustomCNN", "Fusion", "vgg19_bn_gap"]
+__all__ = ["CustomCNN", "Fusion", "VggGap", "deepen_vgg16", "vgg19_bn_gap"]
