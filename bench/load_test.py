@@ -27,6 +27,20 @@ def probability(result) -> float:
     return next(c["confidence"] for c in result[0]["confidences"] if c["label"] == "fractured")
 
 
+def wait_for(url: str, proc: subprocess.Popen | None, seconds: float = 180):
+    """A client of the launched app once it answers (it must not die, nor take more than ``seconds``)."""
+    from gradio_client import Client
+
+    deadline = time.time() + seconds
+    while True:
+        try:
+            return Client(url, verbose=False)
+        except Exception:
+            if time.time() > deadline or (proc is not None and proc.poll() is not None):
+                raise SystemExit("the app did not start")
+            time.sleep(1)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--requests", type=int, default=50)
@@ -42,15 +56,7 @@ def main() -> None:
         [sys.executable, "app.py", "--port", str(args.port), "--host", "127.0.0.1", *args.app_args.split()], cwd=ROOT,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.time() + 180
-        while True:
-            try:
-                first = Client(url, verbose=False)
-                break
-            except Exception:
-                if time.time() > deadline or (proc and proc.poll() is not None):
-                    raise SystemExit("the app did not start")
-                time.sleep(1)
+        first = wait_for(url, proc)
         alone = {img: probability(first.predict(handle_file(img), api_name="/predict")) for img in images}
         with ThreadPoolExecutor(16) as pool:
             # a browser elsewhere fetches the result images itself; here they would only load the server's CPUs

@@ -34,6 +34,7 @@ from bench.non_radiographs import non_radiographs
 from fracture_demo.runtime import usable_cores
 from tests import hostile_files as hostile
 from tests.real_images import real_radiographs, sample_radiographs
+from bench.load_test import wait_for
 from train.card import git_commit
 from train.report import write_section
 
@@ -102,21 +103,6 @@ def ask(client, path: Path) -> tuple[str, float, str]:
         message = str(exc)
         clear = "Cannot use this file" in message
         return ("refusal" if clear else "lost"), time.perf_counter() - t, message[:200]
-
-
-def wait_for(url: str, proc: subprocess.Popen, seconds: float = 180) -> None:
-    """Until the launched app answers (or has died, or ``seconds`` pass)."""
-    from gradio_client import Client
-
-    deadline = time.time() + seconds
-    while True:
-        try:
-            Client(url, verbose=False)
-            return
-        except Exception:
-            if time.time() > deadline or proc.poll() is not None:
-                raise SystemExit("the app did not start")
-            time.sleep(1)
 
 
 def summary(args: argparse.Namespace, mix: dict, kind_of: dict, results: list, samples: list, m: dict) -> tuple[str, float]:

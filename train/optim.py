@@ -37,9 +37,9 @@ class Schedule:
     def __init__(self, opt: torch.optim.Optimizer, total_steps: int, warmup: float) -> None:
         self.total = max(1, total_steps)
         warm = int(round(warmup * self.total))
-        self.base = opt.defaults["lr"]  # timm keeps each group at the base rate and scales it when it sets it
+        base = opt.defaults["lr"]  # timm keeps each group at the base rate and scales it when it sets it
         self.scheduler = CosineLRScheduler(opt, t_initial=max(1, self.total - warm), warmup_t=warm, warmup_prefix=True,
-                                           warmup_lr_init=self.base * 1e-3, lr_min=0.0, t_in_epochs=False)
+                                           warmup_lr_init=base * 1e-3, lr_min=0.0, t_in_epochs=False)
         self.opt = opt
 
     def at(self, progress: float) -> float:

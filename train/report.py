@@ -113,9 +113,13 @@ def results_table(models_dir: Path, sources: dict, out_dir: Path, reference_imag
         official_twin = trained == "Multi-Region official"
         loc = cached(loc_hit, lambda: localize([str(folder)], cases, localize_methods, bootstrap)[folder.name]
                      if cases and not official_twin else {})
-        if trained not in hashes_of and not (hit and hit.is_file()):
-            hashes_of[trained] = {sha256_file(s.path) for s in training_files(clf.config, sources)}
-        saved = cached(hit, lambda: score_model(clf, tests, hashes_of[trained], sources, bootstrap, caches))
+
+
+        def scored() -> dict:  # only on a cache miss: hashing a regime's training files takes a while
+            if trained not in hashes_of:
+                hashes_of[trained] = {sha256_file(s.path) for s in training_files(clf.config, sources)}
+            return score_model(clf, tests, hashes_of[trained], sources, bootstrap, caches)
+        saved = cached(hit, scored)
         scores, seen = saved["scores"], saved["seen"]
         for name, (y, p) in saved["curves"].items():
             curves[name][folder.name] = (np.array(y), np.array(p))
