@@ -1,22 +1,27 @@
-"""App latency on this CPU: cold start, predict+explain with the default model, compare all models.
+"""App latency on this CPU, per inference engine: cold start, predict + map with the default model, compare all.
 
     python -m bench.app_speed [--repeats 20] [--image assets/examples/fractured_hand.jpg]
+                              [--engines torch,onnxruntime,openvino]
 
-Prints medians (ms). Cold start = a fresh process importing the app, loading the default model and
-answering one predict. Also what serving choices rest on: one request's work on one torch thread
-and on all cores, and the CAM pass's cost per request when k requests share one batch (what a
-micro-batcher, or gradio's ``batch=True``, could buy).
+Prints a table of medians (ms), one column per engine (``FRACTURE_ENGINE``, fracture_demo/engine.py), each
+measured in its own fresh process, one after the other in one run. Cold start = a fresh process importing the
+app, loading the default model and answering one predict (with an empty graph cache, as on a fresh machine, and
+again with the graph exported).
 """
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+ENGINES = "torch,onnxruntime,openvino"
 
 COLD = """
 import time; t = time.perf_counter()
@@ -38,43 +43,68 @@ def median_ms(fn, repeats: int) -> float:
     return statistics.median(times) * 1000
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--repeats", type=int, default=20)
-    ap.add_argument("--image", default=str(ROOT / "assets/examples/fractured_hand.jpg"))
-    args = ap.parse_args()
-    cold = float(subprocess.run([sys.executable, "-c", COLD % args.image], cwd=ROOT, capture_output=True,
-                                text=True, check=True).stdout.strip().splitlines()[-1])
+def measure(image: str, repeats: int) -> dict[str, float]:
+    """This process's engine: the medians, in ms, keyed by what they measure."""
     import torch
 
-    from app import FractureApp
-    from fracture_demo.explain import DecidedTarget, cam_map
-    from fracture_demo.zoo import ModelZoo, discover
-    zoo = ModelZoo(discover())
+    from app import FractureApp, serving_zoo
+    def cold_start(env: dict) -> float:
+        done = subprocess.run([sys.executable, "-c", COLD % image], cwd=ROOT, capture_output=True, text=True,
+                              check=True, env={**os.environ, **env})
+        return float(done.stdout.strip().splitlines()[-1]) * 1000
+    with tempfile.TemporaryDirectory() as empty:
+        first = cold_start({"FRACTURE_CACHE": empty})  # a fresh machine: the default's graph is exported first
+    again = cold_start({})
+    zoo = serving_zoo()  # as the app serves: one torch thread per request, one replica per core
     app = FractureApp(zoo)
-    default = zoo.default
-    clf = zoo.get(default)
-    predict = median_ms(lambda: clf.predict(args.image), args.repeats)
-    explain = median_ms(lambda: app.predict(args.image, default, "gradcam"), args.repeats)
-    compare = median_ms(lambda: app.compare(args.image, "gradcam"), max(3, args.repeats // 4))
-    cores = torch.get_num_threads()
-    per_thread = {}
-    for threads in sorted({1, cores}):
-        torch.set_num_threads(threads)
-        per_thread[threads] = median_ms(lambda: app.predict(args.image, default, "gradcam"), args.repeats)
-    views = clf.with_flips(clf.preprocess(clf.decode(args.image)))
-    batched = {k: median_ms(lambda: cam_map(clf.model, clf.arch, views.repeat(k, 1, 1, 1), "gradcam",
-                                            DecidedTarget(lambda _logit: 1)), max(3, args.repeats // k)) / k
-               for k in (1, 2, 4, 8)}
-    torch.set_num_threads(cores)
-    print(f"| measurement | median |\n|---|---|\n| cold start to first answer | {cold * 1000:.0f} ms |")
-    print(f"| predict only, default model ({default}) | {predict:.0f} ms |")
-    print(f"| predict + Grad-CAM + overlay, default model (app.predict) | {explain:.0f} ms |")
-    print(f"| compare: all {len(zoo.names)} bundled models with Grad-CAM (app.compare) | {compare:.0f} ms |")
-    for threads, ms in per_thread.items():
-        print(f"| predict + Grad-CAM + overlay on {threads} torch thread{'s' * (threads > 1)} | {ms:.0f} ms |")
-    print("| Grad-CAM pass (image + 3 flips), per request, when k requests share one batch: "
-          + ", ".join(f"k={k} {ms:.0f} ms" for k, ms in batched.items()) + " | |")
+    clf = zoo.get(zoo.default)
+    out = {"cold start to first answer, no graph exported yet": first, "cold start to first answer": again,
+           f"predict only, default model ({zoo.default})": median_ms(lambda: clf.predict(image), repeats),
+           f"compare: all {len(zoo.names)} bundled models with Grad-CAM (app.compare)":
+               median_ms(lambda: app.compare(image, "gradcam"), max(3, repeats // 4))}
+    torch.set_num_threads(1)  # the runtimes use the threads set when they compiled: one per call, as served
+    out["predict + Grad-CAM + overlay, default model, 1 thread (app.predict)"] = median_ms(
+        lambda: app.predict(image, zoo.default, "gradcam"), repeats)
+    return out
+
+
+def table(columns: dict[str, dict[str, float]]) -> str:
+    """Rows: what was measured; one column per engine."""
+    engines = list(columns)
+    lines = ["| measurement (ms: medians) | " + " | ".join(engines) + " |", "|---" * (len(engines) + 1) + "|"]
+    for key in columns[engines[0]]:
+        lines.append(f"| {key} | " + " | ".join(_number(columns[e][key]) for e in engines) + " |")
+    return "\n".join(lines)
+
+
+def _number(value: float) -> str:
+    return str(value) if isinstance(value, int) else f"{value:.1f}" if abs(value) < 20 else f"{value:.0f}"
+
+
+def by_engine(engines: list[str], repeats: int, image: str) -> dict[str, dict[str, float]]:
+    """Each engine measured in a fresh process (its own threads, caches and allocator), one after another."""
+    out = {}
+    for engine in engines:
+        done = subprocess.run([sys.executable, "-m", "bench.app_speed", "--json", "--repeats", str(repeats),
+                               "--image", image], cwd=ROOT, capture_output=True, text=True,
+                              env={**os.environ, "FRACTURE_ENGINE": engine})
+        if done.returncode:
+            raise SystemExit(f"{engine}: {done.stderr[-2000:]}")
+        out[engine] = json.loads(done.stdout.strip().splitlines()[-1])
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--repeats", type=int, default=20)
+    ap.add_argument("--image", default=str(ROOT / "assets/examples/fractured_hand.jpg"))
+    ap.add_argument("--engines", default=ENGINES, help="comma-separated; each in its own process")
+    ap.add_argument("--json", action="store_true", help="measure this process's engine only, print JSON")
+    args = ap.parse_args()
+    if args.json:
+        print(json.dumps(measure(args.image, args.repeats)))
+    else:
+        print(table(by_engine(args.engines.split(","), args.repeats, args.image)))
 
 
 if __name__ == "__main__":

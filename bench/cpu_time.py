@@ -42,15 +42,17 @@ ROWS = {
 }
 
 
-def _env(tuning: bool) -> dict:
-    env = {**os.environ, "FRACTURE_CPU_TUNING": "1" if tuning else "0"}
+def _env(tuning: bool, extra: dict | None = None) -> dict:
+    env = {**os.environ, **(extra or {}), "FRACTURE_CPU_TUNING": "1" if tuning else "0"}
     for var in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS"):  # let the package decide, or not
         env.pop(var, None)
     return env
 
 
-def run(args: list[str], tuning: bool, beside: list[str] | None = None) -> tuple[float, float, float]:
-    env = _env(tuning)
+def run(args: list[str], tuning: bool, beside: list[str] | None = None,
+        extra_env: dict | None = None) -> tuple[float, float, float]:
+    """Wall, user and sys seconds of ``python args`` (``extra_env`` added to its environment)."""
+    env = _env(tuning, extra_env)
     other = subprocess.Popen(["bash", "-c", f"while true; do {shlex.join(beside)}; done"], cwd=ROOT, env=env,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True) if beside else None
     t = time.perf_counter()

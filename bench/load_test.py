@@ -11,6 +11,7 @@ Each answer's P(fractured) is checked against the same image asked alone, one re
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import subprocess
 import sys
@@ -41,26 +42,20 @@ def wait_for(url: str, proc: subprocess.Popen | None, seconds: float = 180):
             time.sleep(1)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--requests", type=int, default=50)
-    ap.add_argument("--port", type=int, default=7871)
-    ap.add_argument("--image", action="append", default=None, help="repeatable; default: real radiographs")
-    ap.add_argument("--app-args", default="", help="extra arguments for app.py, e.g. '--replicas 1'")
-    ap.add_argument("--url", default=None, help="load an app that is already running instead of starting one")
-    args = ap.parse_args()
-    images = args.image or [str(p) for p in real_radiographs()] or [str(ROOT / "assets/examples/fractured_hand.jpg")]
+def load(images: list[str], requests: int, port: int, app_args: str = "", url: str | None = None,
+         env: dict | None = None) -> dict:
+    """Start the app (unless ``url``), then ``requests`` clients at once: p50, p95 (ms), requests/s, errors."""
     from gradio_client import Client, handle_file
-    url = args.url or f"http://127.0.0.1:{args.port}/"
-    proc = None if args.url else subprocess.Popen(
-        [sys.executable, "app.py", "--port", str(args.port), "--host", "127.0.0.1", *args.app_args.split()], cwd=ROOT,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = None if url else subprocess.Popen(
+        [sys.executable, "app.py", "--port", str(port), "--host", "127.0.0.1", *app_args.split()], cwd=ROOT,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, **(env or {})})
+    url = url or f"http://127.0.0.1:{port}/"
     try:
         first = wait_for(url, proc)
         alone = {img: probability(first.predict(handle_file(img), api_name="/predict")) for img in images}
         with ThreadPoolExecutor(16) as pool:
             # a browser elsewhere fetches the result images itself; here they would only load the server's CPUs
-            clients = list(pool.map(lambda _: Client(url, verbose=False, download_files=False), range(args.requests)))
+            clients = list(pool.map(lambda _: Client(url, verbose=False, download_files=False), range(requests)))
 
         def one(i):
             img = images[i % len(images)]
@@ -72,23 +67,40 @@ def main() -> None:
                 return time.perf_counter() - t, repr(exc)
 
         t0 = time.perf_counter()
-        with ThreadPoolExecutor(args.requests) as pool:
-            results = list(pool.map(one, range(args.requests)))
+        with ThreadPoolExecutor(requests) as pool:
+            results = list(pool.map(one, range(requests)))
         wall = time.perf_counter() - t0
         if proc and proc.poll() is not None:
             raise SystemExit(f"the app died under load (exit code {proc.returncode})")
-        lat = sorted(r[0] for r in results)
-        errors = [r[1] for r in results if r[1]]
-        p95 = lat[min(len(lat) - 1, int(round(0.95 * (len(lat) - 1))))]
-        print(f"{len(images)} distinct images; | load | p50 | p95 | requests/s | errors | wall |")
-        print(f"| {args.requests} concurrent /predict requests | {statistics.median(lat) * 1000:.0f} ms | "
-              f"{p95 * 1000:.0f} ms | {args.requests / wall:.1f} | {len(errors)} | {wall:.1f} s |")
-        for e in errors[:5]:
-            print("error:", e)
     finally:
         if proc:
             proc.terminate()
             proc.wait(30)
+    lat = sorted(r[0] for r in results)
+    errors = [r[1] for r in results if r[1]]
+    return {"p50": statistics.median(lat) * 1000, "p95": lat[min(len(lat) - 1, int(round(0.95 * (len(lat) - 1))))] * 1000,
+            "rps": requests / wall, "errors": errors, "wall": wall}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--requests", type=int, default=50)
+    ap.add_argument("--port", type=int, default=7871)
+    ap.add_argument("--image", action="append", default=None, help="repeatable; default: real radiographs")
+    ap.add_argument("--app-args", default="", help="extra arguments for app.py, e.g. '--replicas 1'")
+    ap.add_argument("--url", default=None, help="load an app that is already running instead of starting one")
+    ap.add_argument("--engines", default=None, help="comma-separated FRACTURE_ENGINE values, one launched app each "
+                                                    "(default: the app as configured)")
+    args = ap.parse_args()
+    images = args.image or [str(p) for p in real_radiographs()] or [str(ROOT / "assets/examples/fractured_hand.jpg")]
+    print(f"{len(images)} distinct images\n| engine | load | p50 | p95 | requests/s | errors | wall |\n|---|---|---|---|---|---|---|")
+    for engine in (args.engines.split(",") if args.engines else [os.environ.get("FRACTURE_ENGINE", "default")]):
+        env = {"FRACTURE_ENGINE": engine} if args.engines else {}
+        r = load(images, args.requests, args.port, args.app_args, args.url, env)
+        print(f"| {engine} | {args.requests} concurrent /predict requests | {r['p50']:.0f} ms | {r['p95']:.0f} ms | "
+              f"{r['rps']:.1f} | {len(r['errors'])} | {r['wall']:.1f} s |", flush=True)
+        for e in r["errors"][:5]:
+            print("error:", e)
 
 
 if __name__ == "__main__":

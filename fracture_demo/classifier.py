@@ -27,6 +27,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from . import explain as _explain
+from .engine import CompiledModel, compile_model, forward_cam
 from .guard import RadiographGuard, guard_features
 from .hub import push_folder, resolve_model_dir
 from .imaging import Decoded, ImageSource, decode_image, display_image, normalize, to_array
@@ -56,7 +57,7 @@ class Explanation:
     heatmap: np.ndarray  # [0,1], same size as ``image``
     image: Image.Image  # the radiograph as shown
     overlay: Image.Image
-    flip_probabilities: list[float]  # P(fractured) of the image and its three flips (FractureClassifier.flip_probabilities)
+    flip_probabilities: list[float]  # P(fractured) of the image and its three flips (fewer: explain(spread=False))
 
 
 class FractureClassifier:
@@ -72,6 +73,8 @@ class FractureClassifier:
         self._free: queue.LifoQueue[nn.Module] = queue.LifoQueue()
         self._free.put(self.model)
         self.guard: RadiographGuard | None = None  # fitted by ``python -m train.guard``; saved beside the weights
+        # the forward pass in an inference runtime (fracture_demo.engine), set when loaded; None: torch serves
+        self.compiled: CompiledModel | None = None
 
     @classmethod
     def new(cls, arch: str, pretrained: str | None = None, image_size: int | None = None,
@@ -95,6 +98,8 @@ class FractureClassifier:
         clf = cls(model, config)
         clf.source = str(folder_or_id)
         clf.guard = RadiographGuard.load(folder)
+        clf.compiled = compile_model(model, config, folder / WEIGHTS_NAME, clf.guard and clf.guard.layer,
+                                     guarded=clf.guard is not None)
         return clf
 
     def save_pretrained(self, folder: str | os.PathLike, half: bool = False) -> Path:
@@ -219,66 +224,86 @@ class FractureClassifier:
         return Prediction(p, LABELS[int(p >= self.threshold)], self.threshold, list(notes) + [warning] * bool(warning),
                           None if self.guard is None or not pooled else warning is None)
 
-    @torch.no_grad()
+    def _logits(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """A batch's logits and the guard's features of it (none without a guard) from one forward pass: in the
+        inference runtime where the model has one (fracture_demo.engine), else in torch."""
+        if self.compiled is not None:
+            out = self.compiled(x)
+            return out.logits, [out.pooled] if out.pooled is not None else []
+        with torch.no_grad(), self._model_in_use() as model, self._guarded(model) as pooled:
+            return model(x), pooled
+
     def predict(self, image: ImageSource | Decoded) -> Prediction:
         decoded = self.decode(image)
         x = self.preprocess(decoded)
-        with self._model_in_use() as model, self._guarded(model) as pooled:
-            p = self.probability(self.view_mean(model(self.with_flips(x) if self.views > 1 else x))).item()
-        return self._prediction(p, decoded.warnings, pooled)
+        logits, pooled = self._logits(self.with_flips(x) if self.views > 1 else x)
+        return self._prediction(self.probability(self.view_mean(logits)).item(), decoded.warnings, pooled)
 
-    @torch.no_grad()
     def radiograph_warning(self, image: ImageSource | Decoded) -> str | None:
         """The guard's warning for ``image`` (None: it looks like a radiograph, or this model has no guard). One
         pass of the image alone, the features :meth:`predict` gives its guard: what models without a guard borrow."""
         if self.guard is None:
             return None
-        x = self.preprocess(self.decode(image))
-        with self._model_in_use() as model, self._guarded(model) as pooled:
-            model(x)
-        return self._guard_warning(pooled)
+        return self._guard_warning(self._logits(self.preprocess(self.decode(image)))[1])
 
     @staticmethod
     def with_flips(x: torch.Tensor) -> torch.Tensor:
         """N x C x H x W -> 4N: the batch as is, flipped left-right, upside down, and both (in that order)."""
         return torch.cat([x, x.flip(-1), x.flip(-2), x.flip(-1, -2)])
 
-    @torch.no_grad()
     def flip_probabilities(self, image: ImageSource | Decoded) -> list[float]:
         """P(fractured) of the image and of its horizontal, vertical and double flips: a cheap measure of how
         sure the model is (a radiograph's side and orientation carry no diagnosis; the study trained on flips)."""
         x = self.preprocess(self.decode(image))
-        with self._model_in_use() as model:
-            return self.probability(model(self.with_flips(x))).flatten().tolist()
+        return self.probability(self._logits(self.with_flips(x))[0]).flatten().tolist()
 
     def explain(self, image: ImageSource | Decoded, method: str = "gradcam", opacity: float = 0.5,
-                target: str | None = None) -> Explanation:
+                target: str | None = None, spread: bool = True) -> Explanation:
         """Prediction plus a heatmap of the evidence for ``target`` (default: the predicted class).
 
         One forward pass gives both (the map's target class is decided from that pass's own output), and
-        the flipped views of :meth:`flip_probabilities` ride along in it (ScoreCAM aside: it would redo them).
+        the flipped views of :meth:`flip_probabilities` ride along in it. ``spread=False``: only the views
+        P(fractured) needs (Compare shows no spread: a quarter of the work for a one-view model); the
+        explanation's ``flip_probabilities`` then holds those.
         """
         decoded = self.decode(image)
-        x = self.preprocess(decoded)
-        x = x if method == "scorecam" else self.with_flips(x)
+        views = self.with_flips(self.preprocess(decoded))[: 4 if spread else self.views]
         shown = display_image((image if isinstance(image, Decoded) else decoded).image)  # the caller's, if larger
+        forward = (self.compiled is not None and self.compiled.has_cam
+                   and method in get_spec(self.arch).forward_methods)
+        heat, logits, category, pooled = (self._forward_map if forward else self._torch_map)(views, method, target)
+        p = self.probability(self.view_mean(logits)).item()
+        heat = _explain.resize_map(heat, shown.size)
+        return Explanation(self._prediction(p, decoded.warnings, pooled), method, LABELS[category], heat, shown,
+                           _explain.overlay(shown, heat, opacity), self.probability(logits).flatten().tolist())
+
+    def _decided(self, logits: torch.Tensor) -> int:
+        """The class the views' mean logit decides at this model's threshold."""
+        return int(self.probability(self.view_mean(logits)).item() >= self.threshold)
+
+    def _forward_map(self, views: torch.Tensor, method: str, target: str | None):
+        """Grad-CAM (or HiResCAM, where equal) from the runtime's forward pass: -> (map, logits, class, guard
+        features)."""
+        out = self.compiled(views)
+        category = self._decided(out.logits) if target is None else LABELS.index(target)
+        return (forward_cam(out.cam[0], category, tuple(views.shape[-2:])), out.logits, category,
+                [out.pooled] if out.pooled is not None else [])
+
+    def _torch_map(self, views: torch.Tensor, method: str, target: str | None):
+        """Any method through pytorch-grad-cam (or rollout): -> (map, logits, class, guard features)."""
+        batch = views[:1] if method == "scorecam" else views  # ScoreCAM's masked passes: for the image alone
         decide = ((lambda logit: int(self.probability(logit).item() >= self.threshold)) if target is None
                   else (lambda _logit: LABELS.index(target)))
         chosen = _explain.DecidedTarget(decide)
         with self._model_in_use() as model, self._guarded(model) as pooled:
-            heat, logits = _explain.cam_map(model, self.arch, x, method, chosen)
-            if len(logits) < self.views:  # ScoreCAM's pass held the image alone
-                logits = model(self.with_flips(x)).detach()
-            p = self.probability(self.view_mean(logits)).item()
-            decided = int(p >= self.threshold)
+            heat, logits = _explain.cam_map(model, self.arch, batch, method, chosen)
+            if len(logits) < len(views):  # ScoreCAM's pass held the image alone
+                logits = model(views).detach()
+            decided = self._decided(logits)
             if target is None and chosen.category != decided:  # the views' mean decided otherwise than the image
                 chosen = _explain.DecidedTarget(lambda _logit: decided)  # alone: map the evidence for the decision
-                heat, _ = _explain.cam_map(model, self.arch, x, method, chosen)
-        probs = self.probability(logits).flatten().tolist()
-        pred = self._prediction(p, decoded.warnings, pooled)
-        heat = _explain.resize_map(heat, shown.size)
-        return Explanation(pred, method, LABELS[chosen.category], heat, shown, _explain.overlay(shown, heat, opacity),
-                           probs if len(probs) > 1 else self.flip_probabilities(decoded))
+                heat, _ = _explain.cam_map(model, self.arch, batch, method, chosen)
+        return heat, logits, chosen.category, pooled
 
 
 def threshold_range(point: dict) -> str | None:

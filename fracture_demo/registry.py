@@ -43,6 +43,14 @@ class ModelSpec:
     std: Sequence[float] = IMAGENET_STD
     kind: str = "cnn"  # cnn | vit | swin: decides the reshape and the explanation methods
     cam_layer: Callable[[nn.Module], nn.Module] = lambda m: m
+    # w, where the logit's gradient with respect to the CAM layer's output A averages to w / (h w) per channel
+    # (global average pooling, then one linear layer): Grad-CAM's weights, so that its map comes from the forward
+    # pass (fracture_demo.engine). None: gradients needed.
+    cam_weights: Callable[[nn.Module], torch.Tensor | None] = lambda m: None
+    # which maps equal that forward-pass map: both where the gradient is w / (h w) at every position (no layer
+    # between A and the pooling); Grad-CAM alone after a non-overlapping max-pool (it routes each window's gradient
+    # to one position: the mean is unchanged, the positions are not)
+    forward_methods: Sequence[str] = ("gradcam", "hirescam")
     hub_weights: str | None = None  # what --pretrained hub downloads (None: nothing exists)
     local_file: str | None = None  # file name of offline ImageNet weights, if any
     local_norm: tuple[Sequence[float], Sequence[float]] | None = None  # norm those weights expect
@@ -162,6 +170,11 @@ def _timm(timm_name: str, **fixed) -> Callable[..., nn.Module]:
     return build
 
 
+def _linear_head(model: nn.Module) -> torch.Tensor:
+    """The one-logit classifier's weights of a timm-style model whose head is pooling then ``get_classifier()``."""
+    return model.get_classifier().weight[0]
+
+
 def _fresh_head(model: nn.Module) -> nn.Module:
     """Zero the new one-logit head on pretrained features, so every image starts at P = 0.5.
 
@@ -193,7 +206,8 @@ register(ModelSpec(
     _no_pretrained(lambda **kw: CustomCNN(**kw)), cam_layer=lambda m: m.convs[-1], fixed_size=True))
 register(ModelSpec(
     "vgg19", "VGG19", "VGG19-BN conv stack at half width with a global-average-pool head (5.0M).",
-    _no_pretrained(lambda **kw: vgg19_bn_gap(**{"width": 0.5, **kw})), cam_layer=lambda m: m[0][-2]))
+    _no_pretrained(lambda **kw: vgg19_bn_gap(**{"width": 0.5, **kw})), cam_layer=lambda m: m[0][-2],
+    cam_weights=_linear_head, forward_methods=("gradcam",)))
 
 
 def _vgg19_imagenet(source: str | None, **kwargs) -> nn.Module:
@@ -221,16 +235,17 @@ register(ModelSpec(
     local_norm=(HALF, HALF), cpu_bf16=False))  # 2 CPU cores, 384 images x 2 epochs: fp32 160 vs bf16 131 img/s
 register(ModelSpec(
     "regnet", "RegNet", "timm regnetx_002 (RegNetX-200MF, 2.3M), ImageNet start from a local file.",
-    _timm("regnetx_002"), cam_layer=lambda m: m.s4,
+    _timm("regnetx_002"), cam_layer=lambda m: m.s4, cam_weights=_linear_head,
     hub_weights="regnetx_002.pycls_in1k", local_file="regnetx_002.safetensors"))
 register(ModelSpec(
     "vgg19_imagenet", "VGG19", "VGG19 (plain, full width, 20.0M) with a global-average-pool head; its ImageNet start "
     "from the Hub, or here from VGG16's trunk with each extra convolution an identity (Net2Net).",
-    _vgg19_imagenet, cam_layer=lambda m: m[0][-2], hub_weights="vgg19.tv_in1k", local_file="vgg16_features.safetensors",
+    _vgg19_imagenet, cam_layer=lambda m: m[0][-2], cam_weights=_linear_head, forward_methods=("gradcam",),
+    hub_weights="vgg19.tv_in1k", local_file="vgg16_features.safetensors",
     local_norm=CAFFE, variant_of="vgg19"))
 register(ModelSpec(
     "wide_resnet", "Wide ResNet", "Bottleneck ResNet-14 at width x2 (WRN-14-2), half channels (4.9M).",
-    _no_pretrained(_wide_resnet), cam_layer=lambda m: m.layer4))
+    _no_pretrained(_wide_resnet), cam_layer=lambda m: m.layer4, cam_weights=_linear_head))
 register(ModelSpec(
     "vit", "Vision Transformer", "timm vit_tiny_patch16_224 (ViT-Ti/16, 5.5M).",
     _timm("vit_tiny_patch16_224"), mean=HALF, std=HALF, kind="vit", cam_layer=lambda m: m.blocks[-1].norm1,
@@ -288,12 +303,12 @@ register(ModelSpec(
     cam_layer=lambda m: m.layers[-1].blocks[-1].norm1, explain_methods=methods.SWIN, size_kwarg="img_size"))
 register(ModelSpec(
     "efficientnet_lite0", "EfficientNet", "timm tf_efficientnet_lite0 (3.4M), ImageNet start from a local file.",
-    _timm("tf_efficientnet_lite0"), mean=HALF, std=HALF, cam_layer=lambda m: m.bn2,
+    _timm("tf_efficientnet_lite0"), mean=HALF, std=HALF, cam_layer=lambda m: m.bn2, cam_weights=_linear_head,
     hub_weights="tf_efficientnet_lite0.in1k", local_file="tf_efficientnet_lite0.safetensors",
     local_norm=(HALF, HALF), cpu_bf16=False))  # fp32 43.3 vs bf16 41.7 img/s (medians of 3, same bench)
 register(ModelSpec(
     "mobilenetv2", "MobileNetV2", "timm mobilenetv2_100 with TF 'same' padding (2.2M), local ImageNet start.",
-    _timm("mobilenetv2_100", pad_type="same"), cam_layer=lambda m: m.bn2,
+    _timm("mobilenetv2_100", pad_type="same"), cam_layer=lambda m: m.bn2, cam_weights=_linear_head,
     hub_weights="mobilenetv2_100.ra_in1k", local_file="mobilenetv2_100.safetensors", local_norm=(HALF, HALF)))
 
 
@@ -309,10 +324,18 @@ def _fusion(source: str | None, tuned: str = "efficientnet_lite0", floor: str = 
     return Fusion(create_model(tuned, **(tuned_kwargs or {})), create_model(floor), floor_size, tuned)
 
 
+def _fusion_cam_weights(model: Fusion) -> torch.Tensor | None:
+    """The tuned branch's, times its scale in the mix (the frozen branch does not read the CAM layer), where
+    both maps come from its forward pass (the fusion's spec cannot know which branch it will hold)."""
+    tuned = get_spec(model.tuned_arch)
+    weights = tuned.cam_weights(model.tuned) if set(tuned.forward_methods) == {"gradcam", "hirescam"} else None
+    return None if weights is None else model.scales[0] * weights
+
+
 register(ModelSpec(
     "fusion", "Fusion", "A fine-tuned CNN plus a frozen ImageNet CNN's linear probe, their calibrated logits mixed "
     "(python -m train.fuse).", _fusion, image_size=320, mean=HALF, std=HALF,
-    cam_layer=lambda m: get_spec(m.tuned_arch).cam_layer(m.tuned), cpu_bf16=False))
+    cam_layer=lambda m: get_spec(m.tuned_arch).cam_layer(m.tuned), cam_weights=_fusion_cam_weights, cpu_bf16=False))
 
 
 def count_parameters(model: nn.Module) -> int:

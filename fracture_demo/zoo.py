@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -146,12 +147,14 @@ class ModelZoo:
     def compare(self, image: ImageSource | Decoded, method: str = "gradcam", opacity: float = 0.5,
                 names: list[str] | None = None, operating_point: str | None = None) -> list[Explanation]:
         """Each named model's (default: every model's) explanation of one image; each decides at
-        ``operating_point`` where it has one (else at its own threshold)."""
-        out = []
-        for name in self.names if names is None else names:
+        ``operating_point`` where it has one (else at its own threshold). The models run side by side, as many
+        at once as each model has replicas (one per core in the app): one user's comparison uses the cores. Each
+        runs only the views its P(fractured) needs (no flip spread is shown)."""
+        def explain(name: str) -> Explanation:
             clf = self.get(name, operating_point)
-            out.append(clf.explain(image, supported_method(clf, method), opacity))
-        return out
+            return clf.explain(image, supported_method(clf, method), opacity, spread=False)
+        with ThreadPoolExecutor(self.replicas) as pool:
+            return list(pool.map(explain, self.names if names is None else names))
 
 
 def supported_method(clf: FractureClassifier, method: str) -> str:

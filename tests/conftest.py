@@ -9,6 +9,7 @@ import csv
 import io
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,8 @@ from PIL import Image
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+# exported inference graphs (fracture_demo.engine) go to a folder of the tests', not the user's cache
+os.environ.setdefault("FRACTURE_CACHE", str(Path(tempfile.gettempdir()) / "fracture_demo_tests"))
 
 from train.sources import Source  # noqa: E402  (after the environment: the Hub client reads it on import)
 
