@@ -4,8 +4,9 @@
 
 Per engine (``FRACTURE_ENGINE``, fracture_demo/engine.py), one after another: latency (``bench.app_speed``), the
 CPU time of 300 requests on real radiographs served as the app serves them (``bench.cpu_time``'s app row, a fresh
-process timed from outside) and ``--requests`` gradio clients at once against the launched app
-(``bench.load_test``; the clients share the 2 cores). ``--write`` puts the table between the file's
+process timed from outside) and ``--requests`` clients at once against the launched app
+(``bench.load_test``, with browser-like ``http`` clients and with ``gradio`` clients; the clients share the 2
+cores). ``--write`` puts the table between the file's
 ``<!-- serving:start/end -->`` markers.
 """
 from __future__ import annotations
@@ -36,10 +37,12 @@ def main() -> None:
         wall, user, sys_ = cpu_time.run(app_row, True, extra_env=env)
         table[engine]["300 requests as the app serves them (cpu_time app row): CPU ms per request"] = (user + sys_) / 0.3
         table[engine]["... the same: requests/s on the 2 cores, process start and loading included"] = 300 / wall
-        load = load_test.load(images, args.requests, args.port, env=env)
-        for key, name in (("p50", "p50 ms"), ("p95", "p95 ms"), ("rps", "requests/s")):
-            table[engine][f"{args.requests} gradio clients at once (load_test): {name}"] = load[key]
-        table[engine]["... the same: errors (answers not equal to the image asked alone)"] = len(load["errors"])
+        for client in ("http", "gradio"):
+            load = load_test.load(images, args.requests, args.port, env=env, client=client)
+            for key, name in (("p50", "p50 ms"), ("p95", "p95 ms"), ("rps", "requests/s")):
+                table[engine][f"{args.requests} {client} clients at once (load_test --client {client}): {name}"] = load[key]
+            table[engine][f"... the same ({client}): errors, answers not equal to the image asked alone"] = len(
+                load["errors"])
         print(engine, "done", flush=True)
     text = app_speed.table(table) + f"\n\nImages: `{Path(image).name}` for latency; {len(images)} real radiographs of both sets for the rest.\n"
     print(text)

@@ -107,3 +107,17 @@ def test_many_identical_requests_all_complete(served):
     p0, over0, heat0 = answers[0]
     for p, over, heat in answers:
         assert p == pytest.approx(p0, abs=1e-6) and np.array_equal(over, over0) and np.array_equal(heat, heat0)
+
+
+def test_the_load_tests_browser_like_clients_get_gradio_clients_answers(served):
+    """bench.load_test --client http (gradio's REST API on one connection) asks what gradio_client asks."""
+    from gradio_client import handle_file
+
+    from bench.load_test import HttpClient, probability
+    client = served[1]()
+    http = HttpClient(client.src)
+    with ThreadPoolExecutor(3) as pool:
+        answers = list(pool.map(lambda img: (probability(http.predict(img)),
+                                             probability(client.predict(handle_file(img), api_name="/predict"))),
+                                IMAGES[:3]))
+    assert all(a == pytest.approx(b, abs=1e-6) for a, b in answers)
