@@ -105,7 +105,8 @@ class FractureApp:
         shown_overlay = outline.draw(e.overlay) if outline else e.overlay
         if outline:
             details += f"\n\n{OUTLINED}"
-        return label, shown_overlay, heatmap_image(e.heatmap), details, (np.asarray(e.image), e.heatmap, outline)
+        raw = heatmap_image(e.heatmap[::2, ::2])  # half the display size: a smooth map from the model's input side
+        return label, shown_overlay, raw, details, (np.asarray(e.image), e.heatmap, outline)
 
     def reblend(self, state, opacity: float):
         if not state:

@@ -55,13 +55,17 @@ class Decoded:
     source_format: str = ""
     path: Path | None = None  # the file it came from, if any
     draft_side: int | None = None  # a JPEG decoded at reduced scale for this side (its DCT did the downscaling)
+    drafts: dict[int, "Decoded"] = field(default_factory=dict, repr=False)  # other sides, decoded once each
 
     def at_draft_side(self, side: int) -> "Decoded":
         """This radiograph as :func:`decode_image` gives it for ``side``: a JPEG drafted for another side
-        (say, for display) is decoded again, so a model gets the same input from any caller."""
+        (say, for display) is decoded again, once per side, so a model gets the same input from any caller and
+        Compare's models of one input size share one decode."""
         if self.source_format != "JPEG" or self.path is None or self.draft_side == side:
             return self
-        return decode_image(self.path, draft_side=side)
+        if side not in self.drafts:  # threads racing here decode twice and keep one: same pixels
+            self.drafts[side] = decode_image(self.path, draft_side=side)
+        return self.drafts[side]
 
 
 def check_size(width: int, height: int, fmt: str, frames: int = 1) -> list[str]:
