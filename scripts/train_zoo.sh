@@ -22,6 +22,7 @@
 #   scripts/train_zoo.sh hybrid DATA OUT         # ViT and Swin as the ViT paper's hybrids: their tokens from ImageNet CNN stages
 #   scripts/train_zoo.sh distil DATA OUT         # bundled CNNs (FAMILIES) trained on, distilled from the default (TEACHER_DIR)
 #   scripts/train_zoo.sh vgg19 DATA OUT          # VGG19 from VGG16's ImageNet trunk (vgg19_imagenet), distilled from the default
+#   scripts/train_zoo.sh vgg19lp DATA OUT        # that VGG19 frozen, its head fitted on its features (the bundled vgg19)
 #   scripts/train_zoo.sh bundle DATA OUT         # copy the chosen runs into assets/models (then: train.calibrate, guard, report)
 # DATA: Kaggle-layout folder with grouped_split.csv (python -m train.audit); OUT: parent of model folders.
 # ViT and Swin distil from OUT/$TEACHER (default efficientnet_lite0), as DeiT did; train it first.
@@ -222,6 +223,12 @@ case $stage in
     LR=${LR:-1e-4} recipe vgg19_imagenet ${BUDGET:-60}
     python -m train "${sources[@]}" --output-dir "$out/vgg19_imagenet" "${recipe_args[@]}" --pretrained local --balance source \
       --teacher "${TEACHER_DIR:-assets/models/efficientnet_lite0_fusion}" ${RESUME:+--resume} || echo "FAILED: vgg19_imagenet" >&2 ;;
+  vgg19lp)  # issue 38's LP rung (step 37): VGG19 from VGG16's ImageNet trunk, frozen; only its head is fitted (train.head_init:
+    # the probe on both sources' train files, divided by its validation temperature), then calibrated and scored as every
+    # run is. Rate 0 for one step: the trunk stays ImageNet's as it came (the fine-tuned rung above, vgg19, wants a GPU)
+    LR=0 EPOCHS=1 recipe vgg19_imagenet 0.01
+    python -m train "${sources[@]}" --output-dir "$out/vgg19_imagenet_lp" "${recipe_args[@]}" --pretrained local --balance source \
+      --head-init probe --warmup-epochs 0 || echo "FAILED: vgg19_imagenet_lp" >&2 ;;
   bundle)  # the app's models: each run's folder (weights, config, card, plots; never .train_state) into assets/models.
     # DEFAULT_RUN: the EfficientNet-Lite0 run validation data chose (sampling, resolution); its Multi-Region-only
     # predecessor stays as efficientnet_lite0_multiregion, the FracAtlas-only one as efficientnet_lite0_fracatlas
@@ -247,5 +254,5 @@ case $stage in
     # (train.calibrate --views 4); step 31: then distilled from the default (distil with INIT_DIR=assets/models
     # FAMILIES=vit_hybrid EPOCHS=2, then FAMILIES=swin_hybrid EPOCHS=1, LR=2e-4, OUT/distil5; the flip mean on a copy, _views4)
     for m in vit_hybrid swin_hybrid; do copy distil5/${m}_distil_views4 $m; done ;;
-  *) echo "usage: $0 cpu|gpu|transformers|official|balance|guard|sampling|both|resolution|longer|lowlr|lpft|lpftld|ema|guide|gpures|fuse|hybrid|distil|vgg19|bundle DATA OUT" >&2; exit 2 ;;
+  *) echo "usage: $0 cpu|gpu|transformers|official|balance|guard|sampling|both|resolution|longer|lowlr|lpft|lpftld|ema|guide|gpures|fuse|hybrid|distil|vgg19|vgg19lp|bundle DATA OUT" >&2; exit 2 ;;
 esac

@@ -420,6 +420,37 @@ def test_head_init_probe_sets_the_head_to_the_frozen_feature_fit(dataset):
     assert pooled_features(clf, val_set.images).shape[0] == len(val_set)
 
 
+def test_head_init_probe_weighs_files_as_balance_draws_them(two_sources):
+    """With --balance source the probe's loss gives each source the same say (its strength picked on validation files
+    weighed alike): the head is the weighted fit, not the plain one."""
+    import numpy as np
+    import torch
+
+    from train.data import ImageCache
+    from train.head_init import balance_weights, fit_head, pooled_features
+    from train.probe import fit
+    from train.sources import split_sources
+    parts, _ = split_sources(two_sources)
+    cache = ImageCache(64, 1)
+    train_set, val_set = cache.load(parts["train"]), cache.load(parts["val"])
+    keep = train_set.distinct()
+    weights = {"train": balance_weights([train_set.samples[i] for i in keep], "source"),
+               "val": balance_weights(val_set.samples, "source")}
+    a = np.array([train_set.samples[i].source == "a" for i in keep])
+    assert weights["train"][a].sum() == pytest.approx(weights["train"][~a].sum())  # the smaller source counts as much
+    heads = {}
+    for balance in ("none", "source"):
+        torch.manual_seed(0)
+        clf = fd.FractureClassifier.new("mobilenetv3", "none", 64)
+        assert fit_head(clf, train_set, val_set, balance)["balance"] == balance
+        with torch.no_grad():
+            heads[balance] = clf.unwrapped.eval()(clf.normalize(torch.from_numpy(val_set.images))).flatten().numpy()
+    assert np.abs(heads["source"] - heads["none"]).max() > 1e-3
+    probe = fit({"train": pooled_features(clf, train_set.images[keep]), "val": pooled_features(clf, val_set.images)},
+                {"train": train_set.labels[keep], "val": val_set.labels}, weights=weights)
+    assert 1 / (1 + np.exp(-heads["source"])) == pytest.approx(probe["prob"]["val"], abs=1e-4)
+
+
 def test_layer_decay_gives_earlier_layers_smaller_rates_and_needs_named_layers():
     from train.optim import Schedule, create_optimizer
     model = fd.create_model("efficientnet_lite0", "none")

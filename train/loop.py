@@ -321,7 +321,7 @@ def train(cfg: TrainConfig) -> dict:
     t0 = time.time()
     train_set, val_set = decode(cache, splits, rank)
     if cfg.head_init == "probe" and not (cfg.resume and (out / ".train_state").exists()):
-        clf.config["head_init"] = fit_head(clf, train_set, val_set)
+        clf.config["head_init"] = fit_head(clf, train_set, val_set, cfg.balance)
         _log(rank, f"head fitted on frozen features: {clf.config['head_init']}")
     loop = Loop(cfg, clf, opt, train_set, rank, world, dev)
     meta = load_state(out, loop.model, opt, loop.ema.module if loop.ema else None) if cfg.resume else None

@@ -48,15 +48,19 @@ def features(sets: dict[str, ImageSet], model: str, pretrained: str, views: int 
     return {k: mean[[first[h] for h in s.hashes]] for k, s in sets.items()}
 
 
-def fit(x: dict[str, np.ndarray], y: dict[str, np.ndarray], strengths: tuple[float, ...] = STRENGTHS) -> dict:
+def fit(x: dict[str, np.ndarray], y: dict[str, np.ndarray], strengths: tuple[float, ...] = STRENGTHS,
+        weights: dict[str, np.ndarray] | None = None) -> dict:
     """Logistic regression on train (classes weighted equally), C by val ROC AUC; probabilities of every split, and
-    the fit as ``weight``, ``bias`` on the unstandardised features."""
+    the fit as ``weight``, ``bias`` on the unstandardised features. ``weights``: per-file weights of "train" (in the
+    loss) and "val" (in the ROC AUC that picks C), e.g. ``train.sampling``'s, so that each source has the same say."""
+    weights = weights or {}
     mu, sd = x["train"].mean(0), x["train"].std(0) + 1e-6
     z = {k: (v - mu) / sd for k, v in x.items()}
     sweep, best = [], None
     for c in strengths:
-        lr = LogisticRegression(C=c, class_weight="balanced", max_iter=5000).fit(z["train"], y["train"])
-        auc = float(roc_auc_score(y["val"], lr.decision_function(z["val"])))
+        lr = LogisticRegression(C=c, class_weight="balanced", max_iter=5000).fit(z["train"], y["train"],
+                                                                                 sample_weight=weights.get("train"))
+        auc = float(roc_auc_score(y["val"], lr.decision_function(z["val"]), sample_weight=weights.get("val")))
         sweep.append({"C": c, "val_roc_auc": auc})
         if best is None or auc > best[0]:
             best = (auc, c, lr)
