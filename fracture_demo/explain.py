@@ -132,8 +132,9 @@ def resize_map(heat: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 def overlay(image: Image.Image, heat: np.ndarray, opacity: float = 0.5) -> Image.Image:
     """Colour the heatmap (jet) over the radiograph; ``heat`` must already match its size."""
-    grey = np.asarray(image.convert("L"), dtype=np.float32)[..., None] / 255.0  # broadcast over the colours: the
-    opacity = float(np.clip(opacity, 0.0, 1.0))  # same sums as its RGB copy, in a third of the work
+    # the radiograph in grey, broadcast over the colours: the same sums as its RGB copy, in a third of the work
+    grey = np.asarray(image.convert("L"), dtype=np.float32)[..., None] / 255.0
+    opacity = float(np.clip(opacity, 0.0, 1.0))
     return Image.fromarray(show_cam_on_image(grey, heat, use_rgb=True, image_weight=1.0 - opacity))
 
 
