@@ -22,7 +22,7 @@
 #   scripts/train_zoo.sh hybrid DATA OUT         # ViT and Swin as the ViT paper's hybrids: their tokens from ImageNet CNN stages
 #   scripts/train_zoo.sh distil DATA OUT         # bundled CNNs (FAMILIES) trained on, distilled from the default (TEACHER_DIR)
 #   scripts/train_zoo.sh vgg19 DATA OUT          # VGG19 from VGG16's ImageNet trunk (vgg19_imagenet), distilled from the default
-#   scripts/train_zoo.sh vgg19lp DATA OUT        # that VGG19 frozen, its head fitted on its features (issue 38's LP rung; not bundled yet)
+#   scripts/train_zoo.sh vgg19lp DATA OUT        # that VGG19 frozen, its head fitted on its features (issue 38's LP rung: the bundled vgg19)
 #   scripts/train_zoo.sh bundle DATA OUT         # copy the chosen runs into assets/models (then: train.calibrate, guard, report)
 # DATA: Kaggle-layout folder with grouped_split.csv (python -m train.audit); OUT: parent of model folders.
 # ViT and Swin distil from OUT/$TEACHER (default efficientnet_lite0), as DeiT did; train it first.
@@ -246,10 +246,12 @@ case $stage in
     # custom CNN distilled again on these CPUs at a lower rate (distil with INIT_DIR=assets/models LR=1e-4
     # FAMILIES=custom_cnn EPOCHS=2, OUT/distil10)
     copy distil10/custom_cnn_distil custom_cnn
-    # step 32: step 28's Wide ResNet and VGG19 distilled again on these CPUs at a lower rate (distil with
-    # INIT_DIR=assets/models LR=1e-4, FAMILIES=wide_resnet EPOCHS=5, OUT/distil6; FAMILIES=vgg19 EPOCHS=2, OUT/distil8);
-    # step 33: that Wide ResNet a second round the same way (FAMILIES=wide_resnet EPOCHS=6, OUT/distil9)
-    copy distil9/wide_resnet_distil wide_resnet; copy distil8/vgg19_distil vgg19
+    # step 32: step 28's Wide ResNet distilled again on these CPUs at a lower rate (distil with INIT_DIR=assets/models
+    # LR=1e-4, FAMILIES=wide_resnet EPOCHS=5, OUT/distil6); step 33: a second round the same way (EPOCHS=6, OUT/distil9)
+    copy distil9/wide_resnet_distil wide_resnet
+    # step 37b: VGG19 from VGG16's ImageNet trunk, frozen, its head fitted on both sources (vgg19lp); it replaced the
+    # half-width from-scratch VGG19 (step 32: distil with FAMILIES=vgg19 EPOCHS=2, OUT/distil8; its weights: git show 16afd90:assets/models/vgg19)
+    copy vgg19_imagenet_lp vgg19
     # the hybrids (step 25): their stems from the default's tuned branch (hybrid with STEM=), then the flip mean
     # (train.calibrate --views 4); step 31: then distilled from the default (distil with INIT_DIR=assets/models
     # FAMILIES=vit_hybrid EPOCHS=2, then FAMILIES=swin_hybrid EPOCHS=1, LR=2e-4, OUT/distil5; the flip mean on a copy, _views4)

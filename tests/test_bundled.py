@@ -24,7 +24,7 @@ def test_every_study_family_is_bundled_within_size_limits():
     assert len(twins) >= 6, "official-split twins dropped beyond what the size limit needs"  # while the bundle fits
     sizes = {n: (f / "model.safetensors").stat().st_size for n, f in folders.items()}
     bundle = sum(p.stat().st_size for p in MODELS.rglob("*") if p.is_file())
-    assert max(sizes.values()) <= 50 * 2**20 and bundle <= 150e6
+    assert max(sizes.values()) <= 50 * 2**20 and bundle <= 200e6  # issue 38: 150 -> 200 MB for the ImageNet VGG19
     for f in folders.values():
         assert not list(f.glob("*.bin")) and not list(f.glob("*.pt")) and not (f / ".train_state").exists()
         card, config = (f / "README.md").read_text(), json.loads((f / "config.json").read_text())
