@@ -23,6 +23,7 @@
 #   scripts/train_zoo.sh distil DATA OUT         # bundled CNNs (FAMILIES) trained on, distilled from the default (TEACHER_DIR)
 #   scripts/train_zoo.sh vgg19 DATA OUT          # VGG19 from VGG16's ImageNet trunk (vgg19_imagenet), distilled from the default
 #   scripts/train_zoo.sh vgg19lp DATA OUT        # that VGG19 frozen, its head fitted on its features (issue 38's LP rung: the bundled vgg19)
+#   scripts/train_zoo.sh vgg19cpu DATA OUT       # the bundled vgg19 fine-tuned on 2 CPU cores, blocks 1-4 frozen, in pieces (RESUME=1)
 #   scripts/train_zoo.sh bundle DATA OUT         # copy the chosen runs into assets/models (then: train.calibrate, guard, report)
 # DATA: Kaggle-layout folder with grouped_split.csv (python -m train.audit); OUT: parent of model folders.
 # ViT and Swin distil from OUT/$TEACHER (default efficientnet_lite0), as DeiT did; train it first.
@@ -229,6 +230,13 @@ case $stage in
     LR=0 EPOCHS=1 recipe vgg19_imagenet 0.01
     python -m train "${sources[@]}" --output-dir "$out/vgg19_imagenet_lp" "${recipe_args[@]}" --pretrained local --balance source \
       --head-init probe --warmup-epochs 0 || echo "FAILED: vgg19_imagenet_lp" >&2 ;;
+  vgg19cpu)  # issue 38's CPU rung: the bundled LP VGG19 (INIT, made by vgg19lp) fine-tuned with blocks 1-4 frozen (--train-from
+    # 0.28: block 5 and the head learn, and only they are differentiated), distilled from the default at lr 1e-4 for EPOCHS (3)
+    # at 224 px; pauses after the epoch crossing LIMIT minutes (45): run it again with RESUME=1 until it finishes
+    python -m train "${sources[@]}" --output-dir "$out/vgg19_imagenet_ft5" --model vgg19_imagenet --init-from "${INIT:-assets/models/vgg19}" \
+      --train-from 0.28 --epochs ${EPOCHS:-3} --batch-size 32 --lr ${LR:-1e-4} --warmup-epochs 0.3 --patience 8 --min-sensitivity 0.9 \
+      --half --seed 0 --bootstrap ${BOOTSTRAP:-1000} --balance source --teacher "${TEACHER_DIR:-assets/models/efficientnet_lite0_fusion}" \
+      --time-limit ${LIMIT:-45} ${RESUME:+--resume} || echo "FAILED: vgg19_imagenet_ft5" >&2 ;;
   bundle)  # the app's models: each run's folder (weights, config, card, plots; never .train_state) into assets/models.
     # DEFAULT_RUN: the EfficientNet-Lite0 run validation data chose (sampling, resolution); its Multi-Region-only
     # predecessor stays as efficientnet_lite0_multiregion, the FracAtlas-only one as efficientnet_lite0_fracatlas
@@ -256,5 +264,5 @@ case $stage in
     # (train.calibrate --views 4); step 31: then distilled from the default (distil with INIT_DIR=assets/models
     # FAMILIES=vit_hybrid EPOCHS=2, then FAMILIES=swin_hybrid EPOCHS=1, LR=2e-4, OUT/distil5; the flip mean on a copy, _views4)
     for m in vit_hybrid swin_hybrid; do copy distil5/${m}_distil_views4 $m; done ;;
-  *) echo "usage: $0 cpu|gpu|transformers|official|balance|guard|sampling|both|resolution|longer|lowlr|lpft|lpftld|ema|guide|gpures|fuse|hybrid|distil|vgg19|vgg19lp|bundle DATA OUT" >&2; exit 2 ;;
+  *) echo "usage: $0 cpu|gpu|transformers|official|balance|guard|sampling|both|resolution|longer|lowlr|lpft|lpftld|ema|guide|gpures|fuse|hybrid|distil|vgg19|vgg19lp|vgg19cpu|bundle DATA OUT" >&2; exit 2 ;;
 esac

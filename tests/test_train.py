@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from safetensors.torch import load_file
 
 import fracture_demo as fd
@@ -472,6 +473,25 @@ def test_layer_decay_gives_earlier_layers_smaller_rates_and_needs_named_layers()
         create_optimizer(fd.create_model("custom_cnn", "none"), 0.01, 0.05, 0.8)
     with pytest.raises(ValueError, match="layer-decay"):
         create_optimizer(model, 0.01, 0.05, 1.5)
+
+
+def test_train_from_freezes_every_parameter_before_the_named_module():
+    from train.optim import create_optimizer
+    model = fd.create_model("regnet", "none")
+    named = list(model.named_parameters())
+    first = next(i for i, (n, _) in enumerate(named) if n.startswith("s4."))
+    before = {n: p.detach().clone() for n, p in named}
+    opt = create_optimizer(model, 0.01, 0.05, train_from="s4")
+    learning = {id(p) for g in opt.param_groups for p in g["params"]}
+    assert learning == {id(p) for _, p in named[first:]} and first > 0  # s4 and the head, nothing earlier
+    model.train()
+    model(torch.randn(2, 3, 64, 64)).sum().backward()
+    assert all(p.grad is None for _, p in named[:first]), "no backward pass through the frozen blocks"
+    opt.step()
+    assert all(torch.equal(p, before[n]) for n, p in named[:first])
+    assert not torch.equal(named[first][1], before[named[first][0]])
+    with pytest.raises(ValueError, match="--train-from s9"):
+        create_optimizer(model, 0.01, 0.05, train_from="s9")
 
 
 def test_four_views_predict_the_mean_logit_everywhere(trained, dataset, tmp_path):

@@ -51,6 +51,8 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
                     help="probe: fit the classifier on frozen features before fine-tuning (LP-FT)")
     ap.add_argument("--layer-decay", type=float, default=d["layer_decay"], metavar="D",
                     help="layer-wise lr decay: each earlier layer learns at D times the next one's rate (timm models)")
+    ap.add_argument("--train-from", default=d["train_from"], metavar="MODULE",
+                    help="freeze every parameter before this module (its name in model.named_modules(), e.g. 0.28)")
     ap.add_argument("--ema", type=float, default=d["ema"], metavar="DECAY",
                     help="validate, keep and resume an exponential moving average of the weights (e.g. 0.998)")
     ap.add_argument("--box-weight", type=float, default=d["box_weight"], metavar="W",

@@ -71,6 +71,7 @@ class TrainConfig:
     min_sensitivity: float | None = None  # threshold: the highest with at least this val sensitivity (else Youden)
     head_init: str = "zero"  # zero (registry) | probe: fitted on frozen features first (train.head_init)
     layer_decay: float | None = None  # each earlier layer learns at this times the next one's rate (train.optim)
+    train_from: str | None = None  # a module's name: every parameter before it stays frozen (train.optim)
     ema: float | None = None  # validate and keep an exponential moving average of the weights with this decay
     box_weight: float = 0.0  # > 0: the class-activation map is pulled into the drawn boxes (train.guidance)
     boxes: str | None = None  # COCO file of the drawn boxes, for box_weight
@@ -316,7 +317,7 @@ def train(cfg: TrainConfig) -> dict:
     torch.manual_seed(cfg.seed)
     clf = FractureClassifier.new(cfg.model, cfg.pretrained, cfg.image_size)
     describe(clf, cfg, sources, splits)
-    opt = create_optimizer(clf.unwrapped, cfg.lr, cfg.weight_decay, cfg.layer_decay)
+    opt = create_optimizer(clf.unwrapped, cfg.lr, cfg.weight_decay, cfg.layer_decay, cfg.train_from)
     cache = ImageCache(clf.image_size, cfg.workers)
     t0 = time.time()
     train_set, val_set = decode(cache, splits, rank)

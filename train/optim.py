@@ -2,6 +2,9 @@
 (``param_groups_weight_decay``, ``create_optimizer_v2``), optionally with layer-wise rate decay, and a cosine schedule with linear warm-up
 (``CosineLRScheduler``) that can run out with the minutes as well as with the steps.
 
+``--train-from MODULE`` freezes every parameter registered before that module (issue 38: VGG19's ImageNet blocks
+1-4 stay as they came, and their backward pass, most of a step's work on 2 CPU cores, is never computed).
+
 Layer-wise decay (``--layer-decay D``, BEiT / timm's ``param_groups_layer_decay``) gives the head the full rate
 and each earlier block D times the rate of the one after it: ImageNet's early features (edges, textures) move
 little while the head and the late blocks learn fractures (timm's scheduler applies each group's ``lr_scale``).
@@ -14,9 +17,12 @@ from timm.scheduler import CosineLRScheduler
 from torch import nn
 
 
-def create_optimizer(model: nn.Module, lr: float, weight_decay: float, layer_decay: float | None = None) -> torch.optim.Optimizer:
-    """AdamW over ``model``'s parameters; a bad ``layer_decay`` fails here, before minutes of decoding (the groups
-    hold the parameters themselves, which moving the model to a device or to channels-last keeps)."""
+def create_optimizer(model: nn.Module, lr: float, weight_decay: float, layer_decay: float | None = None,
+                     train_from: str | None = None) -> torch.optim.Optimizer:
+    """AdamW over ``model``'s learning parameters; a bad ``layer_decay`` or ``train_from`` fails here, before minutes
+    of decoding (the groups hold the parameters themselves, which moving the model to a device or to channels-last keeps)."""
+    if train_from is not None:
+        freeze_before(model, train_from)
     if layer_decay is not None and not 0 < layer_decay <= 1:
         raise ValueError(f"--layer-decay must be in (0, 1], not {layer_decay}")
     if layer_decay is not None and not hasattr(model, "group_matcher"):  # timm would put every parameter in one layer
@@ -28,6 +34,19 @@ def create_optimizer(model: nn.Module, lr: float, weight_decay: float, layer_dec
     groups = (param_groups_weight_decay(model, weight_decay, no_weight_decay_list=()) if layer_decay is None else
               param_groups_layer_decay(model, weight_decay, no_weight_decay_list=(), layer_decay=layer_decay))
     return create_optimizer_v2(groups, "adamw", lr=lr)
+
+
+def freeze_before(model: nn.Module, first: str) -> int:
+    """Stop gradients to every parameter registered before module ``first`` (a dotted name from
+    ``model.named_modules()``, e.g. ``0.28``: VGG19's block 5); returns how many tensors stay frozen."""
+    names = [n for n, _ in model.named_parameters()]
+    start = next((i for i, n in enumerate(names) if n.startswith(first + ".")), None)
+    if start is None:
+        raise ValueError(f"--train-from {first}: no module of that name holds parameters "
+                         f"(the model's first: {', '.join(names[:3])})")
+    for p in list(model.parameters())[:start]:
+        p.requires_grad_(False)
+    return start
 
 
 class Schedule:
