@@ -3,6 +3,9 @@
     python -m bench.app_speed [--repeats 20] [--image assets/examples/fractured_hand.jpg]
                               [--engines torch,onnxruntime,openvino]
 
+Predict + map is measured for the default and for the largest bundled model (most parameters): what one request
+costs at worst.
+
 Prints a table of medians (ms), one column per engine (``FRACTURE_ENGINE``, fracture_demo/engine.py), each
 measured in its own fresh process, one after the other in one run. Cold start = a fresh process importing the
 app, loading the default model and answering one predict (with an empty graph cache, as on a fresh machine, and
@@ -65,6 +68,10 @@ def measure(image: str, repeats: int) -> dict[str, float]:
     torch.set_num_threads(1)  # the runtimes use the threads set when they compiled: one per call, as served
     out["predict + Grad-CAM + overlay, default model, 1 thread (app.predict)"] = median_ms(
         lambda: app.predict(image, zoo.default, "gradcam"), repeats)
+    largest = max(zoo.names, key=lambda n: (zoo.entries[n].config or {}).get("parameters", 0))
+    params = zoo.entries[largest].config["parameters"] / 1e6
+    out[f"... the same, largest model ({largest}, {params:.1f}M parameters)"] = median_ms(
+        lambda: app.predict(image, largest, "gradcam"), max(3, repeats // 4))
     return out
 
 
