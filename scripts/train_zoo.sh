@@ -22,8 +22,8 @@
 #   scripts/train_zoo.sh hybrid DATA OUT         # ViT and Swin as the ViT paper's hybrids: their tokens from ImageNet CNN stages
 #   scripts/train_zoo.sh distil DATA OUT         # bundled CNNs (FAMILIES) trained on, distilled from the default (TEACHER_DIR)
 #   scripts/train_zoo.sh vgg19 DATA OUT          # VGG19 from VGG16's ImageNet trunk (vgg19_imagenet), distilled from the default
-#   scripts/train_zoo.sh vgg19lp DATA OUT        # that VGG19 frozen, its head fitted on its features (issue 38's LP rung: the bundled vgg19)
-#   scripts/train_zoo.sh vgg19cpu DATA OUT       # the bundled vgg19 fine-tuned on 2 CPU cores, blocks 1-4 frozen, in pieces (RESUME=1)
+#   scripts/train_zoo.sh vgg19lp DATA OUT        # that VGG19 frozen, its head fitted on its features (issue 38's LP rung; vgg19cpu starts from it)
+#   scripts/train_zoo.sh vgg19cpu DATA OUT       # vgg19lp's run fine-tuned on 2 CPU cores, blocks 1-4 frozen, in pieces (RESUME=1): the bundled vgg19
 #   scripts/train_zoo.sh bundle DATA OUT         # copy the chosen runs into assets/models (then: train.calibrate, guard, report)
 # DATA: Kaggle-layout folder with grouped_split.csv (python -m train.audit); OUT: parent of model folders.
 # ViT and Swin distil from OUT/$TEACHER (default efficientnet_lite0), as DeiT did; train it first.
@@ -230,10 +230,10 @@ case $stage in
     LR=0 EPOCHS=1 recipe vgg19_imagenet 0.01
     python -m train "${sources[@]}" --output-dir "$out/vgg19_imagenet_lp" "${recipe_args[@]}" --pretrained local --balance source \
       --head-init probe --warmup-epochs 0 || echo "FAILED: vgg19_imagenet_lp" >&2 ;;
-  vgg19cpu)  # issue 38's CPU rung: the bundled LP VGG19 (INIT, made by vgg19lp) fine-tuned with blocks 1-4 frozen (--train-from
+  vgg19cpu)  # issue 38's CPU rung (step 38, the bundled vgg19): the LP VGG19 (INIT: vgg19lp's run; step 38 started from it as bundled at 0316d6d) fine-tuned with blocks 1-4 frozen (--train-from
     # 0.28: block 5 and the head learn, and only they are differentiated), distilled from the default at lr 1e-4 for EPOCHS (3)
     # at 224 px; pauses after the epoch crossing LIMIT minutes (45): run it again with RESUME=1 until it finishes
-    python -m train "${sources[@]}" --output-dir "$out/vgg19_imagenet_ft5" --model vgg19_imagenet --init-from "${INIT:-assets/models/vgg19}" \
+    python -m train "${sources[@]}" --output-dir "$out/vgg19_imagenet_ft5" --model vgg19_imagenet --init-from "${INIT:-$out/vgg19_imagenet_lp}" \
       --train-from 0.28 --epochs ${EPOCHS:-3} --batch-size 32 --lr ${LR:-1e-4} --warmup-epochs 0.3 --patience 8 --min-sensitivity 0.9 \
       --half --seed 0 --bootstrap ${BOOTSTRAP:-1000} --balance source --teacher "${TEACHER_DIR:-assets/models/efficientnet_lite0_fusion}" \
       --time-limit ${LIMIT:-45} ${RESUME:+--resume} || echo "FAILED: vgg19_imagenet_ft5" >&2 ;;
@@ -257,9 +257,10 @@ case $stage in
     # step 32: step 28's Wide ResNet distilled again on these CPUs at a lower rate (distil with INIT_DIR=assets/models
     # LR=1e-4, FAMILIES=wide_resnet EPOCHS=5, OUT/distil6); step 33: a second round the same way (EPOCHS=6, OUT/distil9)
     copy distil9/wide_resnet_distil wide_resnet
-    # step 37b: VGG19 from VGG16's ImageNet trunk, frozen, its head fitted on both sources (vgg19lp); it replaced the
-    # half-width from-scratch VGG19 (step 32: distil with FAMILIES=vgg19 EPOCHS=2, OUT/distil8; its weights: git show 16afd90:assets/models/vgg19)
-    copy vgg19_imagenet_lp vgg19
+    # step 38: VGG19 from VGG16's ImageNet trunk, its head fitted on both sources with the trunk frozen (vgg19lp, step 37b),
+    # then block 5 and the head fine-tuned, distilled from the default (vgg19cpu, 3 epochs); it replaced the half-width
+    # from-scratch VGG19 (step 32: distil with FAMILIES=vgg19 EPOCHS=2, OUT/distil8; its weights: git show 16afd90:assets/models/vgg19)
+    copy vgg19_imagenet_ft5 vgg19
     # the hybrids (step 25): their stems from the default's tuned branch (hybrid with STEM=), then the flip mean
     # (train.calibrate --views 4); step 31: then distilled from the default (distil with INIT_DIR=assets/models
     # FAMILIES=vit_hybrid EPOCHS=2, then FAMILIES=swin_hybrid EPOCHS=1, LR=2e-4, OUT/distil5; the flip mean on a copy, _views4)
