@@ -229,11 +229,13 @@ def _hook_count(model):
                + len(getattr(m, "_backward_pre_hooks", {})) for m in model.modules())
 
 
-def test_cam_hooks_released_over_1000_calls(zoo, xray):
+def test_cam_hooks_released_over_many_calls(zoo, xray):
+    """A hook left behind by any call would add one per call: 100 calls, 25 per method, show it as well as 1000 did
+    (the suite's 5-minute budget)."""
     clf = zoo.get("tiny")
     decoded = clf.decode(xray)
     before = _hook_count(clf.model)
-    for i in range(1000):
+    for i in range(100):
         clf.explain(decoded, ["gradcam", "gradcam++", "hirescam", "eigencam"][i % 4])
     assert _hook_count(clf.model) == before == 0
 
