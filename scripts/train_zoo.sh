@@ -42,8 +42,8 @@ transformers() {  # from scratch: low lr and a real warm-up (at 1e-3 with none t
 }
 sources=(--data "bone-fracture=$data:${SPLIT_FILE:-$data/grouped_split.csv}"
          --data "fracatlas=${FRACATLAS:-data/fracatlas}:${FRACATLAS_SPLIT:-assets/splits/fracatlas_split.csv}")
-recipe() {  # recipe MODEL MINUTES: sets recipe_args, the both-sources recipe's arguments (threshold at >= 90% validation sensitivity)
-  recipe_args=(--model "$1" --epochs ${EPOCHS:-8} --batch-size 32 --lr ${LR:-5e-4} --warmup-epochs 0.3 --patience 8 --time-budget $2
+recipe() {  # recipe MODEL [MINUTES]: sets recipe_args, the both-sources recipe's arguments (threshold at >= 90% validation sensitivity)
+  recipe_args=(--model "$1" --epochs ${EPOCHS:-8} --batch-size 32 --lr ${LR:-5e-4} --warmup-epochs 0.3 --patience 8 ${2:+--time-budget $2}
      --min-sensitivity 0.9 --half --seed 0 --bootstrap ${BOOTSTRAP:-1000})
 }
 both() {  # both MODEL FOLDER MINUTES [args]: both sources, the recipe
@@ -230,12 +230,13 @@ case $stage in
     LR=0 EPOCHS=1 recipe vgg19_imagenet 0.01
     python -m train "${sources[@]}" --output-dir "$out/vgg19_imagenet_lp" "${recipe_args[@]}" --pretrained local --balance source \
       --head-init probe --warmup-epochs 0 || echo "FAILED: vgg19_imagenet_lp" >&2 ;;
-  vgg19cpu)  # issue 38's CPU rung (step 38, the bundled vgg19): the LP VGG19 (INIT: vgg19lp's run; step 38 started from it as bundled at 0316d6d) fine-tuned with blocks 1-4 frozen (--train-from
-    # 0.28: block 5 and the head learn, and only they are differentiated), distilled from the default at lr 1e-4 for EPOCHS (3)
-    # at 224 px; pauses after the epoch crossing LIMIT minutes (45): run it again with RESUME=1 until it finishes
-    python -m train "${sources[@]}" --output-dir "$out/vgg19_imagenet_ft5" --model vgg19_imagenet --init-from "${INIT:-$out/vgg19_imagenet_lp}" \
-      --train-from 0.28 --epochs ${EPOCHS:-3} --batch-size 32 --lr ${LR:-1e-4} --warmup-epochs 0.3 --patience 8 --min-sensitivity 0.9 \
-      --half --seed 0 --bootstrap ${BOOTSTRAP:-1000} --balance source --teacher "${TEACHER_DIR:-assets/models/efficientnet_lite0_fusion}" \
+  vgg19cpu)  # issue 38's CPU rung (step 38, the bundled vgg19): the LP VGG19 (INIT: vgg19lp's run; step 38 started from
+    # it as bundled at 0316d6d) fine-tuned with blocks 1-4 frozen (--train-from 0.28: block 5 and the head learn, and only
+    # they are differentiated), distilled from the default at lr 1e-4 for EPOCHS (3) at 224 px, without a time budget;
+    # pauses after the epoch crossing LIMIT minutes (45): run it again with RESUME=1 until it finishes
+    LR=${LR:-1e-4} EPOCHS=${EPOCHS:-3} recipe vgg19_imagenet
+    python -m train "${sources[@]}" --output-dir "$out/vgg19_imagenet_ft5" "${recipe_args[@]}" --init-from "${INIT:-$out/vgg19_imagenet_lp}" \
+      --train-from 0.28 --balance source --teacher "${TEACHER_DIR:-assets/models/efficientnet_lite0_fusion}" \
       --time-limit ${LIMIT:-45} ${RESUME:+--resume} || echo "FAILED: vgg19_imagenet_ft5" >&2 ;;
   bundle)  # the app's models: each run's folder (weights, config, card, plots; never .train_state) into assets/models.
     # DEFAULT_RUN: the EfficientNet-Lite0 run validation data chose (sampling, resolution); its Multi-Region-only

@@ -72,7 +72,6 @@ def test_same_seed_same_weights_and_resume_matches(dataset, tmp_path, trained):
 
 
 def test_ema_is_what_is_validated_and_saved_and_resume_keeps_it(dataset, tmp_path, trained):
-    import torch
     b = load_file(trained / "model.safetensors")
     run_train(dataset, tmp_path / "e0", "--epochs", "2", "--seed", "1", "--ema", "0")  # an average of one step
     e0 = load_file(tmp_path / "e0" / "model.safetensors")
@@ -103,7 +102,6 @@ def test_init_from_continues_the_given_model(dataset, tmp_path, trained, capsys)
 def test_init_from_at_another_resolution(dataset, tmp_path, trained):
     """Train low, fine-tune high (FixRes): a conv net's weights fit any input size as they are, a ViT's position
     table and a Swin's window tables are resampled by timm's checkpoint filter."""
-    import torch
     run_train(dataset, tmp_path / "hi", "--epochs", "1", "--lr", "0", "--init-from", str(trained), "--image-size", "96")
     a, b = load_file(tmp_path / "hi" / "model.safetensors"), load_file(trained / "model.safetensors")
     assert json.loads((tmp_path / "hi" / "config.json").read_text())["image_size"] == 96
@@ -136,7 +134,6 @@ def test_a_spent_time_budget_ends_the_epoch(dataset, tmp_path):
 
 def test_precise_batch_stats_match_the_batch():
     """After the recount, eval mode on the sample gives what train mode gives (stale averages did not)."""
-    import torch
 
     from train.loop import precise_batch_stats
     torch.manual_seed(0)
@@ -383,7 +380,6 @@ def test_every_cli_describes_itself(module, capsys):
 
 
 def test_auto_precision_follows_the_registry_on_cpu_and_is_bf16_on_gpus():
-    import torch
 
     from train.loop import amp_dtype
     cpu, gpu = torch.device("cpu"), torch.device("cuda")
@@ -395,7 +391,6 @@ def test_auto_precision_follows_the_registry_on_cpu_and_is_bf16_on_gpus():
 def test_head_init_probe_sets_the_head_to_the_frozen_feature_fit(dataset):
     """LP-FT's first step: the classifier equals the probe's calibrated logistic regression on the frozen features."""
     import numpy as np
-    import torch
     from sklearn.metrics import roc_auc_score
 
     from train.data import ImageCache, scan, split_samples
@@ -425,7 +420,6 @@ def test_head_init_probe_weighs_files_as_balance_draws_them(two_sources):
     """With --balance source the probe's loss gives each source the same say (its strength picked on validation files
     weighed alike): the head is the weighted fit, not the plain one."""
     import numpy as np
-    import torch
 
     from train.data import ImageCache
     from train.head_init import balance_weights, fit_head, pooled_features
@@ -498,7 +492,6 @@ def test_four_views_predict_the_mean_logit_everywhere(trained, dataset, tmp_path
     """``train.calibrate --views 4``: predict, explain and evaluation all score the mean logit over the flips,
     and the map explains that decision even where the image alone would have decided otherwise."""
     import numpy as np
-    import torch
 
     from train.calibrate import main as calibrate_main
     from train.data import ImageCache, scan, split_samples

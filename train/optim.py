@@ -39,12 +39,12 @@ def create_optimizer(model: nn.Module, lr: float, weight_decay: float, layer_dec
 def freeze_before(model: nn.Module, first: str) -> int:
     """Stop gradients to every parameter registered before module ``first`` (a dotted name from
     ``model.named_modules()``, e.g. ``0.28``: VGG19's block 5); returns how many tensors stay frozen."""
-    names = [n for n, _ in model.named_parameters()]
-    start = next((i for i, n in enumerate(names) if n.startswith(first + ".")), None)
+    named = list(model.named_parameters())
+    start = next((i for i, (n, _) in enumerate(named) if n.startswith(first + ".")), None)
     if start is None:
         raise ValueError(f"--train-from {first}: no module of that name holds parameters "
-                         f"(the model's first: {', '.join(names[:3])})")
-    for p in list(model.parameters())[:start]:
+                         f"(the model's first: {', '.join(n for n, _ in named[:3])})")
+    for _, p in named[:start]:
         p.requires_grad_(False)
     return start
 
