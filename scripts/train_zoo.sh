@@ -231,13 +231,15 @@ case $stage in
     python -m train "${sources[@]}" --output-dir "$out/vgg19_imagenet_lp" "${recipe_args[@]}" --pretrained local --balance source \
       --head-init probe --warmup-epochs 0 || echo "FAILED: vgg19_imagenet_lp" >&2 ;;
   vgg19cpu)  # issue 38's CPU rung (step 38, the bundled vgg19): the LP VGG19 (INIT: vgg19lp's run; step 38 started from
-    # it as bundled at 0316d6d) fine-tuned with blocks 1-4 frozen (--train-from 0.28: block 5 and the head learn, and only
+    # it as bundled at 0316d6d) fine-tuned with blocks 1-4 frozen (TRAIN_FROM 0.28: block 5 and the head learn, and only
     # they are differentiated), distilled from the default at lr 1e-4 for EPOCHS (3) at 224 px, without a time budget;
-    # pauses after the epoch crossing LIMIT minutes (45): run it again with RESUME=1 until it finishes
+    # pauses after the epoch crossing LIMIT minutes (45): run it again with RESUME=1 until it finishes.
+    # Step 39: INIT=OUT/vgg19_imagenet_ft5 TRAIN_FROM=0.19 (blocks 4-5) LR=5e-5 EPOCHS=2 FOLDER=vgg19_imagenet_ft45
     LR=${LR:-1e-4} EPOCHS=${EPOCHS:-3} recipe vgg19_imagenet
-    python -m train "${sources[@]}" --output-dir "$out/vgg19_imagenet_ft5" "${recipe_args[@]}" --init-from "${INIT:-$out/vgg19_imagenet_lp}" \
-      --train-from 0.28 --balance source --teacher "${TEACHER_DIR:-assets/models/efficientnet_lite0_fusion}" \
-      --time-limit ${LIMIT:-45} ${RESUME:+--resume} || echo "FAILED: vgg19_imagenet_ft5" >&2 ;;
+    folder=${FOLDER:-vgg19_imagenet_ft5}
+    python -m train "${sources[@]}" --output-dir "$out/$folder" "${recipe_args[@]}" --init-from "${INIT:-$out/vgg19_imagenet_lp}" \
+      --train-from ${TRAIN_FROM:-0.28} --balance source --teacher "${TEACHER_DIR:-assets/models/efficientnet_lite0_fusion}" \
+      --time-limit ${LIMIT:-45} ${RESUME:+--resume} || echo "FAILED: $folder" >&2 ;;
   bundle)  # the app's models: each run's folder (weights, config, card, plots; never .train_state) into assets/models.
     # DEFAULT_RUN: the EfficientNet-Lite0 run validation data chose (sampling, resolution); its Multi-Region-only
     # predecessor stays as efficientnet_lite0_multiregion, the FracAtlas-only one as efficientnet_lite0_fracatlas
