@@ -6,7 +6,8 @@
 Predict + map is measured for the default and for the largest bundled model (most parameters): what one request
 costs at worst.
 
-Prints a table of medians (ms), one column per engine (``FRACTURE_ENGINE``, fracture_demo/engine.py), each
+Prints a table of medians (ms), one column per engine and its arithmetic (``FRACTURE_ENGINE``, fracture_demo/engine.py;
+``FRACTURE_PRECISION``, app.serving_zoo), each
 measured in its own fresh process, one after the other in one run. Cold start = a fresh process importing the
 app, loading the default model and answering one predict (with an empty graph cache, as on a fresh machine, and
 again with the graph exported).
@@ -24,13 +25,18 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-ENGINES = "torch,onnxruntime,openvino"
+ENGINES = "torch,onnxruntime,openvino:f32,openvino:bf16"  # ENGINE[:PRECISION]; openvino:bf16 is what the app serves
+
+
+def engine_env(spec: str) -> dict[str, str]:
+    """A column's ``ENGINE[:PRECISION]`` -> the environment that serves it (``FRACTURE_ENGINE``, ``FRACTURE_PRECISION``)."""
+    engine, _, precision = spec.partition(":")
+    return {"FRACTURE_ENGINE": engine, **({"FRACTURE_PRECISION": precision} if precision else {})}
 
 COLD = """
 import time; t = time.perf_counter()
-from app import FractureApp
-from fracture_demo.zoo import ModelZoo, discover
-app = FractureApp(ModelZoo(discover()))
+from app import FractureApp, serving_zoo
+app = FractureApp(serving_zoo())
 app.predict(%r)
 print(time.perf_counter() - t)
 """
@@ -94,7 +100,7 @@ def by_engine(engines: list[str], repeats: int, image: str) -> dict[str, dict[st
     for engine in engines:
         done = subprocess.run([sys.executable, "-m", "bench.app_speed", "--json", "--repeats", str(repeats),
                                "--image", image], cwd=ROOT, capture_output=True, text=True,
-                              env={**os.environ, "FRACTURE_ENGINE": engine})
+                              env={**os.environ, **engine_env(engine)})
         if done.returncode:
             raise SystemExit(f"{engine}: {done.stderr[-2000:]}")
         out[engine] = json.loads(done.stdout.strip().splitlines()[-1])

@@ -23,6 +23,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from bench.app_speed import engine_env
 from tests.real_images import real_radiographs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -123,13 +124,13 @@ def main() -> None:
     ap.add_argument("--app-args", default="", help="extra arguments for app.py, e.g. '--replicas 1'")
     ap.add_argument("--url", default=None, help="load an app that is already running instead of starting one")
     ap.add_argument("--client", default="gradio", choices=("gradio", "http"), help="see above")
-    ap.add_argument("--engines", default=None, help="comma-separated FRACTURE_ENGINE values, one launched app each "
+    ap.add_argument("--engines", default=None, help="comma-separated ENGINE[:PRECISION] values, one launched app each "
                                                     "(default: the app as configured)")
     args = ap.parse_args()
     images = args.image or [str(p) for p in real_radiographs()] or [str(ROOT / "assets/examples/fractured_hand.jpg")]
     print(f"{len(images)} distinct images\n| engine | load | p50 | p95 | requests/s | errors | wall |\n|---|---|---|---|---|---|---|")
     for engine in (args.engines.split(",") if args.engines else [os.environ.get("FRACTURE_ENGINE", "default")]):
-        env = {"FRACTURE_ENGINE": engine} if args.engines else {}
+        env = engine_env(engine) if args.engines else {}
         r = load(images, args.requests, args.port, args.app_args, args.url, env, args.client)
         print(f"| {engine} | {args.requests} concurrent /predict requests | {r['p50']:.0f} ms | {r['p95']:.0f} ms | "
               f"{r['rps']:.1f} | {len(r['errors'])} | {r['wall']:.1f} s |", flush=True)

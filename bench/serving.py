@@ -2,7 +2,7 @@
 
     python -m bench.serving [--engines torch,onnxruntime,openvino] [--requests 50] [--write docs/speed.md]
 
-Per engine (``FRACTURE_ENGINE``, fracture_demo/engine.py), one after another: latency (``bench.app_speed``), the
+Per engine and arithmetic (``ENGINE[:PRECISION]``, ``bench.app_speed.engine_env``), one after another: latency (``bench.app_speed``), the
 CPU time of 300 requests on real radiographs served as the app serves them (``bench.cpu_time``'s app row, a fresh
 process timed from outside) and ``--requests`` clients at once against the launched app
 (``bench.load_test``, with browser-like ``http`` clients and with ``gradio`` clients; the clients share the 2
@@ -33,7 +33,7 @@ def main() -> None:
     table = app_speed.by_engine(engines, args.repeats, image)
     _, app_row = cpu_time.ROWS["app"]
     for engine in engines:
-        env = {"FRACTURE_ENGINE": engine}
+        env = app_speed.engine_env(engine)
         wall, user, sys_ = cpu_time.run(app_row, True, extra_env=env)
         table[engine]["300 requests as the app serves them (cpu_time app row): CPU ms per request"] = (user + sys_) / 0.3
         table[engine]["... the same: requests/s on the 2 cores, process start and loading included"] = 300 / wall

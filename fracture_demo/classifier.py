@@ -85,7 +85,9 @@ class FractureClassifier:
         return cls(create_model(arch, pretrained, **base["model_kwargs"]), {**base, **config})
 
     @classmethod
-    def from_pretrained(cls, folder_or_id: str | os.PathLike, revision: str | None = None) -> "FractureClassifier":
+    def from_pretrained(cls, folder_or_id: str | os.PathLike, revision: str | None = None,
+                        precision: str = "f32") -> "FractureClassifier":
+        """``precision``: the inference runtime's arithmetic (``engine.compile_model``); torch computes in f32."""
         folder = resolve_model_dir(folder_or_id, revision)
         config = json.loads((folder / CONFIG_NAME).read_text())
         get_spec(config["architecture"])  # a clear error for unknown architectures
@@ -99,7 +101,7 @@ class FractureClassifier:
         clf.source = str(folder_or_id)
         clf.guard = RadiographGuard.load(folder)
         clf.compiled = compile_model(model, config, folder / WEIGHTS_NAME, clf.guard and clf.guard.layer,
-                                     guarded=clf.guard is not None)
+                                     guarded=clf.guard is not None, precision=precision)
         return clf
 
     def save_pretrained(self, folder: str | os.PathLike, half: bool = False) -> Path:
@@ -313,6 +315,6 @@ def threshold_range(point: dict) -> str | None:
     return "{:.2f}-{:.2f}".format(*span) if span else None
 
 
-def load(folder_or_id: str | os.PathLike, revision: str | None = None) -> FractureClassifier:
+def load(folder_or_id: str | os.PathLike, revision: str | None = None, precision: str = "f32") -> FractureClassifier:
     """Load a trained model from a local folder or a Hub id (one code path)."""
-    return FractureClassifier.from_pretrained(folder_or_id, revision)
+    return FractureClassifier.from_pretrained(folder_or_id, revision, precision)

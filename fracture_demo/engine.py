@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 ENGINE_ENV = "FRACTURE_ENGINE"  # openvino (default) | onnxruntime | torch
 CACHE_ENV = "FRACTURE_CACHE"  # where exported graphs are kept (default ~/.cache/fracture_demo)
 BACKENDS = ("openvino", "onnxruntime")
+PRECISIONS = ("f32", "bf16")
 _GRAPH_VERSION = "2"  # bump when what the exported graph computes changes: old cache entries are then ignored
 _OPSET = 18
 _exporting = threading.Lock()  # torch.onnx keeps its state in globals: one export at a time in a process
@@ -142,13 +143,15 @@ def export(model: nn.Module, arch: str, image_size: int, path: Path, guard_layer
     os.replace(tmp, path)  # atomic: another process loading the same model never reads half a file
 
 
-def _openvino(path: Path, threads: int, streams: int) -> tuple[Callable[[np.ndarray], list[np.ndarray]], list[str]]:
+def _openvino(path: Path, threads: int, streams: int, precision: str
+              ) -> tuple[Callable[[np.ndarray], list[np.ndarray]], list[str]]:
     """Compiled once per batch size, with static shapes: 15% faster than one dynamic-batch model here (the
-    default's four views: 82 vs 96 ms on one thread)."""
+    default's four views: 82 vs 96 ms on one thread). ``precision`` "bf16" is a hint: a CPU without bfloat16
+    arithmetic computes in f32."""
     import openvino as ov
     core, compiled, lock = ov.Core(), {}, threading.Lock()
     config = {"NUM_STREAMS": streams, "INFERENCE_NUM_THREADS": threads * streams,  # `streams` calls at once
-              "INFERENCE_PRECISION_HINT": "f32"}  # not bf16 where the CPU has it: the same numbers as torch
+              "INFERENCE_PRECISION_HINT": precision}
 
     def for_shape(shape: tuple[int, ...]):
         with lock:  # one compilation per shape, even when the first calls arrive together
@@ -165,7 +168,9 @@ def _openvino(path: Path, threads: int, streams: int) -> tuple[Callable[[np.ndar
     return run, [o.get_any_name() for o in core.read_model(str(path)).outputs]
 
 
-def _onnxruntime(path: Path, threads: int, streams: int) -> tuple[Callable[[np.ndarray], list[np.ndarray]], list[str]]:
+def _onnxruntime(path: Path, threads: int, streams: int, precision: str
+                 ) -> tuple[Callable[[np.ndarray], list[np.ndarray]], list[str]]:
+    """Always f32 (``compile_model`` asks for nothing else): its CPU kernels have no bfloat16 convolutions."""
     import onnxruntime as ort
     options = ort.SessionOptions()
     options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
@@ -180,8 +185,9 @@ _COMPILERS = {"openvino": _openvino, "onnxruntime": _onnxruntime}
 class CompiledModel:
     """A model's exported forward pass in a backend; thread-safe (calls run side by side)."""
 
-    def __init__(self, run: Callable[[np.ndarray], list[np.ndarray]], names: Sequence[str], backend: str) -> None:
-        self._run, self.names, self.backend = run, list(names), backend
+    def __init__(self, run: Callable[[np.ndarray], list[np.ndarray]], names: Sequence[str], backend: str,
+                 precision: str = "f32") -> None:
+        self._run, self.names, self.backend, self.precision = run, list(names), backend, precision
 
     @property
     def has_cam(self) -> bool:
@@ -208,13 +214,18 @@ def cache_dir() -> Path:
 
 
 def compile_model(model: nn.Module, config: dict, weights_file: Path, guard_layer: str | None = None,
-                  guarded: bool = False, threads: int | None = None) -> CompiledModel | None:
+                  guarded: bool = False, threads: int | None = None, precision: str = "f32") -> CompiledModel | None:
     """``model`` (as loaded from ``weights_file`` with ``config``) in the backend ``$FRACTURE_ENGINE`` names,
     exported once per weights (cached), or None where torch serves it: the engine is off, or its maps need
     gradients (the head is not linear in the CAM layer's map, ``ModelSpec.cam_weights``).
     ``threads`` per call (default: torch's, which the app sets to one per request); as many calls at once as the
-    cores hold at that."""
+    cores hold at that. ``precision``: "f32" (the numbers torch computes) or "bf16": bfloat16 for the families
+    measured to gain from it and stay close to f32 (the registry's ``serve_bf16``; VGG19 about 6x faster where the
+    CPU has bfloat16 matrix units), f32 for the others."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
     name, arch = backend(), config["architecture"]
+    precision = precision if get_spec(arch).serve_bf16 and name == "openvino" else "f32"
     if name is None or get_spec(arch).cam_weights(model) is None:
         return None
     what = json.dumps([_GRAPH_VERSION, torch.__version__, arch, config.get("model_kwargs", {}), guard_layer, guarded])
@@ -224,12 +235,12 @@ def compile_model(model: nn.Module, config: dict, weights_file: Path, guard_laye
     try:
         if not path.is_file():
             export(model, arch, int(config["image_size"]), path, guard_layer, guarded)
-        run, names = _COMPILERS[name](path, threads, max(1, usable_cores() // threads))
+        run, names = _COMPILERS[name](path, threads, max(1, usable_cores() // threads), precision)
     except Exception:  # a model the runtime cannot take is still served, by torch: slower, never down
         log.warning("%s could not be compiled for %s; torch serves it", arch, name, exc_info=True)
         return None
-    log.debug("%s served by %s from %s", arch, name, path)
-    return CompiledModel(run, names, name)
+    log.debug("%s served by %s in %s from %s", arch, name, precision, path)
+    return CompiledModel(run, names, name, precision)
 
 
 def forward_cam(cam: torch.Tensor, category: int, size: tuple[int, int]) -> np.ndarray:

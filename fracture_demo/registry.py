@@ -59,6 +59,10 @@ class ModelSpec:
     size_kwarg: str | None = None  # builder argument that sets another input size (None: any size works)
     fixed_size: bool = False  # True: only ``image_size`` works (a flatten into Linear layers)
     cpu_bf16: bool = True  # bf16 autocast trains faster on CPU (measured False for the depthwise-conv nets)
+    # served in bfloat16 when the app asks (engine.compile_model): measured 1.5-6x faster on one thread, each
+    # probability within 0.015 of f32's on real radiographs (docs/speed.md); the depthwise-conv nets gain little
+    # and drift further (the default fusion: 0.05)
+    serve_bf16: bool = False
     variant_of: str | None = None  # the study architecture this one varies: the family it is compared within
 
 
@@ -207,7 +211,7 @@ register(ModelSpec(
 register(ModelSpec(
     "vgg19", "VGG19", "VGG19-BN conv stack at half width with a global-average-pool head (5.0M).",
     _no_pretrained(lambda **kw: vgg19_bn_gap(**{"width": 0.5, **kw})), cam_layer=lambda m: m[0][-2],
-    cam_weights=_linear_head, forward_methods=("gradcam",)))
+    cam_weights=_linear_head, forward_methods=("gradcam",), serve_bf16=True))
 
 
 def _vgg19_imagenet(source: str | None, **kwargs) -> nn.Module:
@@ -236,16 +240,16 @@ register(ModelSpec(
 register(ModelSpec(
     "regnet", "RegNet", "timm regnetx_002 (RegNetX-200MF, 2.3M), ImageNet start from a local file.",
     _timm("regnetx_002"), cam_layer=lambda m: m.s4, cam_weights=_linear_head,
-    hub_weights="regnetx_002.pycls_in1k", local_file="regnetx_002.safetensors"))
+    hub_weights="regnetx_002.pycls_in1k", local_file="regnetx_002.safetensors", serve_bf16=True))
 register(ModelSpec(
     "vgg19_imagenet", "VGG19", "VGG19 (plain, full width, 20.0M) with a global-average-pool head; its ImageNet start "
     "from the Hub, or here from VGG16's trunk with each extra convolution an identity (Net2Net).",
     _vgg19_imagenet, cam_layer=lambda m: m[0][-2], cam_weights=_linear_head, forward_methods=("gradcam",),
     hub_weights="vgg19.tv_in1k", local_file="vgg16_features.safetensors",
-    local_norm=CAFFE, variant_of="vgg19"))
+    local_norm=CAFFE, variant_of="vgg19", serve_bf16=True))
 register(ModelSpec(
     "wide_resnet", "Wide ResNet", "Bottleneck ResNet-14 at width x2 (WRN-14-2), half channels (4.9M).",
-    _no_pretrained(_wide_resnet), cam_layer=lambda m: m.layer4, cam_weights=_linear_head))
+    _no_pretrained(_wide_resnet), cam_layer=lambda m: m.layer4, cam_weights=_linear_head, serve_bf16=True))
 register(ModelSpec(
     "vit", "Vision Transformer", "timm vit_tiny_patch16_224 (ViT-Ti/16, 5.5M).",
     _timm("vit_tiny_patch16_224"), mean=HALF, std=HALF, kind="vit", cam_layer=lambda m: m.blocks[-1].norm1,

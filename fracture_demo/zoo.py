@@ -80,10 +80,11 @@ def discover(extra: list[str] | None = None, bundled: Path = BUNDLED_DIR) -> lis
 class ModelZoo:
     """Lazily loads each model once (thread-safe); the default is the best of those trained on the most sources."""
 
-    def __init__(self, entries: list[ZooEntry], replicas: int = 1) -> None:
-        """``replicas``: how many requests each model computes at once (FractureClassifier.replicate)."""
+    def __init__(self, entries: list[ZooEntry], replicas: int = 1, precision: str = "f32") -> None:
+        """``replicas``: how many requests each model computes at once (FractureClassifier.replicate);
+        ``precision``: the inference runtime's arithmetic (``engine.compile_model``)."""
         self.entries = {e.name: e for e in entries}
-        self.replicas = replicas
+        self.replicas, self.precision = replicas, precision
         self._loaded: dict[str, FractureClassifier] = {}
         self._lock = threading.Lock()  # guards the two dicts only; never held while a model loads
         self._loading: dict[str, threading.Lock] = {}
@@ -113,7 +114,7 @@ class ModelZoo:
             with model_lock:  # one load per model; loading one never blocks another that is ready
                 clf = self._loaded.get(name)
                 if clf is None:
-                    clf = load(self.entries[name].source)
+                    clf = load(self.entries[name].source, precision=self.precision)
                     clf.replicate(self.replicas)
                     with self._lock:
                         self._loaded[name] = clf

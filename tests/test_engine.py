@@ -1,4 +1,5 @@
-"""The inference runtime gives torch's numbers: probabilities, Grad-CAM / HiResCAM maps and guard verdicts to 1e-4."""
+"""The inference runtime gives torch's numbers: probabilities, Grad-CAM / HiResCAM maps and guard verdicts to 1e-4
+(in f32; in bf16, as the app serves the families that gain from it, probabilities to 0.02 and maps to 0.1)."""
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
@@ -8,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from fracture_demo import FractureClassifier, decode_image, engine, load
+from fracture_demo import FractureClassifier, decode_image, engine, get_spec, load
 from fracture_demo.zoo import BUNDLED_DIR
 from tests.real_images import real_radiographs
 
@@ -67,6 +68,14 @@ def test_runtime_equals_torch_on_real_radiographs(name, backend, images, mobilen
     assert reference.compiled is None and fast.compiled is not None and fast.compiled.has_cam
     assert_same(reference, fast, images)
     assert np.abs(fast.explain(images[0]).heatmap).max() > 0.5  # a real map, not two empty ones
+    if backend == "openvino":  # bf16, as the app serves (app.serving_zoo): close to f32 where the family is served so
+        served = load(folder, precision="bf16")
+        assert served.compiled.precision == ("bf16" if get_spec(served.arch).serve_bf16 else "f32")
+        for img in images:
+            ea, eb = reference.explain(img, "gradcam"), served.explain(img, "gradcam")
+            assert abs(ea.prediction.probability - eb.prediction.probability) < 0.02
+            assert ea.prediction.radiograph == eb.prediction.radiograph
+            assert np.abs(ea.heatmap - eb.heatmap).max() < 0.1
 
 
 def test_the_families_that_need_gradients_stay_in_torch(monkeypatch):
@@ -147,3 +156,15 @@ def test_a_model_the_runtime_cannot_take_is_served_by_torch(tmp_path, monkeypatc
     fallback = loaded(BUNDLED_DIR / "regnet", BACKENDS[0], monkeypatch)
     assert fallback.compiled is None and "torch serves it" in caplog.text
     assert fallback.predict(images[0]).probability == reference.predict(images[0]).probability
+
+
+def test_the_app_serves_bf16_where_the_family_gains_and_f32_when_asked(monkeypatch):
+    from app import PRECISION_ENV, serving_zoo
+    monkeypatch.setenv(engine.ENGINE_ENV, "openvino")
+    threads = torch.get_num_threads()  # serving_zoo sets the process's threads, as the app does
+    try:
+        assert serving_zoo().get("wide_resnet").compiled.precision == "bf16"
+        monkeypatch.setenv(PRECISION_ENV, "f32")
+        assert serving_zoo().get("wide_resnet").compiled.precision == "f32"
+    finally:
+        torch.set_num_threads(threads)
