@@ -23,7 +23,7 @@
 #   scripts/train_zoo.sh distil DATA OUT         # bundled CNNs (FAMILIES) trained on, distilled from the default (TEACHER_DIR)
 #   scripts/train_zoo.sh vgg19 DATA OUT          # VGG19 from VGG16's ImageNet trunk (vgg19_imagenet), distilled from the default
 #   scripts/train_zoo.sh vgg19lp DATA OUT        # that VGG19 frozen, its head fitted on its features (issue 38's LP rung; vgg19cpu starts from it)
-#   scripts/train_zoo.sh vgg19cpu DATA OUT       # vgg19lp's run fine-tuned on 2 CPU cores, blocks 1-4 frozen, in pieces (RESUME=1): the bundled vgg19
+#   scripts/train_zoo.sh vgg19cpu DATA OUT       # vgg19lp's run fine-tuned on 2 CPU cores, blocks 1-4 frozen, in pieces (RESUME=1); again from blocks 4-5: the bundled vgg19
 #   scripts/train_zoo.sh bundle DATA OUT         # copy the chosen runs into assets/models (then: train.calibrate, guard, report)
 # DATA: Kaggle-layout folder with grouped_split.csv (python -m train.audit); OUT: parent of model folders.
 # ViT and Swin distil from OUT/$TEACHER (default efficientnet_lite0), as DeiT did; train it first.
@@ -230,11 +230,11 @@ case $stage in
     LR=0 EPOCHS=1 recipe vgg19_imagenet 0.01
     python -m train "${sources[@]}" --output-dir "$out/vgg19_imagenet_lp" "${recipe_args[@]}" --pretrained local --balance source \
       --head-init probe --warmup-epochs 0 || echo "FAILED: vgg19_imagenet_lp" >&2 ;;
-  vgg19cpu)  # issue 38's CPU rung (step 38, the bundled vgg19): the LP VGG19 (INIT: vgg19lp's run; step 38 started from
+  vgg19cpu)  # issue 38's CPU rungs (steps 38 and 39, the bundled vgg19): the LP VGG19 (INIT: vgg19lp's run; step 38 started from
     # it as bundled at 0316d6d) fine-tuned with blocks 1-4 frozen (TRAIN_FROM 0.28: block 5 and the head learn, and only
     # they are differentiated), distilled from the default at lr 1e-4 for EPOCHS (3) at 224 px, without a time budget;
     # pauses after the epoch crossing LIMIT minutes (45): run it again with RESUME=1 until it finishes.
-    # Step 39: INIT=OUT/vgg19_imagenet_ft5 TRAIN_FROM=0.19 (blocks 4-5) LR=5e-5 EPOCHS=2 FOLDER=vgg19_imagenet_ft45
+    # Step 39 (bundled): INIT=OUT/vgg19_imagenet_ft5 TRAIN_FROM=0.19 (blocks 4-5) LR=5e-5 EPOCHS=2 FOLDER=vgg19_imagenet_ft45
     LR=${LR:-1e-4} EPOCHS=${EPOCHS:-3} recipe vgg19_imagenet
     folder=${FOLDER:-vgg19_imagenet_ft5}
     python -m train "${sources[@]}" --output-dir "$out/$folder" "${recipe_args[@]}" --init-from "${INIT:-$out/vgg19_imagenet_lp}" \
@@ -260,10 +260,11 @@ case $stage in
     # step 32: step 28's Wide ResNet distilled again on these CPUs at a lower rate (distil with INIT_DIR=assets/models
     # LR=1e-4, FAMILIES=wide_resnet EPOCHS=5, OUT/distil6); step 33: a second round the same way (EPOCHS=6, OUT/distil9)
     copy distil9/wide_resnet_distil wide_resnet
-    # step 38: VGG19 from VGG16's ImageNet trunk, its head fitted on both sources with the trunk frozen (vgg19lp, step 37b),
-    # then block 5 and the head fine-tuned, distilled from the default (vgg19cpu, 3 epochs); it replaced the half-width
-    # from-scratch VGG19 (step 32: distil with FAMILIES=vgg19 EPOCHS=2, OUT/distil8; its weights: git show 16afd90:assets/models/vgg19)
-    copy vgg19_imagenet_ft5 vgg19
+    # step 39: VGG19 from VGG16's ImageNet trunk, its head fitted on both sources with the trunk frozen (vgg19lp, step 37b),
+    # then block 5 and the head fine-tuned, distilled from the default (vgg19cpu, 3 epochs: step 38), then blocks 4-5
+    # (vgg19cpu with INIT=OUT/vgg19_imagenet_ft5 TRAIN_FROM=0.19 LR=5e-5 EPOCHS=2 FOLDER=vgg19_imagenet_ft45); it replaced
+    # the half-width from-scratch VGG19 (step 32: distil with FAMILIES=vgg19 EPOCHS=2, OUT/distil8; git show 16afd90:assets/models/vgg19)
+    copy vgg19_imagenet_ft45 vgg19
     # the hybrids (step 25): their stems from the default's tuned branch (hybrid with STEM=), then the flip mean
     # (train.calibrate --views 4); step 31: then distilled from the default (distil with INIT_DIR=assets/models
     # FAMILIES=vit_hybrid EPOCHS=2, then FAMILIES=swin_hybrid EPOCHS=1, LR=2e-4, OUT/distil5; the flip mean on a copy, _views4)
