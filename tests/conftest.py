@@ -23,6 +23,11 @@ os.environ.setdefault("FRACTURE_CACHE", str(Path(tempfile.gettempdir()) / "fract
 
 from train.sources import Source  # noqa: E402  (after the environment: the Hub client reads it on import)
 
+if os.environ.get("PYTEST_XDIST_WORKER"):  # one torch thread per xdist worker: as many threads as the -n workers
+    import torch  # noqa: E402
+
+    torch.set_num_threads(1)
+
 
 def synthetic_xray(rng: np.random.Generator, fractured: bool, size: int = 96) -> tuple[Image.Image, tuple[int, int]]:
     img = rng.normal(60, 12, (size, size)).clip(0, 255)

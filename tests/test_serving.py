@@ -24,7 +24,7 @@ class _Loaded:
 def test_loading_one_model_never_blocks_another(monkeypatch):
     release, loads = threading.Event(), []
 
-    def load(source):
+    def load(source, precision="f32"):
         loads.append(source)
         if source == "slow":
             assert release.wait(10)
