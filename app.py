@@ -43,7 +43,7 @@ ROC_PNGS = {"ROC curves, Multi-Region grouped test": RESULTS / "roc.png",
             "ROC curves, FracAtlas test": RESULTS / "roc_fracatlas.png"}
 POINTS = {"screen": "Screening: miss few fractures", "balanced": "Balanced: both errors alike",
           "confirm": "Confirming: few false alarms"}  # train.calibrate, in words
-PRECISION_ENV = "FRACTURE_PRECISION"  # the served arithmetic (serving_zoo): bf16 | f32
+PRECISION_ENV = "FRACTURE_PRECISION"  # the served arithmetic (serving_zoo): auto | bf16 | f32
 NOTICE = ("**Research and teaching demo. Not a medical device.** It must not be used to diagnose, triage or "
           "treat anyone; its models were trained on a small public data set with known flaws (see About).")
 
@@ -393,11 +393,10 @@ def serving_zoo(extra: list[str] | None = None, replicas: int | None = None, pre
     """The zoo as the app serves it: ``replicas`` requests per model at once (default: one per core), each on
     cores / replicas torch threads. One thread per request by default: a batch of four views gains little from
     a second thread, and threads that wait for each other cost kernel time (bench/load_test.py, docs/speed.md).
-    In bfloat16 for the families that gain from it (the registry's ``serve_bf16``; VGG19's predict + map about 6x
-    faster where the CPU has bfloat16 units), each probability within 0.02 of f32's (tests/test_engine.py, on real
-    radiographs; docs/speed.md). ``precision`` (default ``$FRACTURE_PRECISION``, else bf16): "f32" serves torch's
-    numbers."""
-    precision = precision or os.environ.get(PRECISION_ENV) or "bf16"
+    ``precision`` (default ``$FRACTURE_PRECISION``, else "auto"): "auto" serves the families that gain from it in
+    bfloat16 (the registry's ``serve_bf16``; VGG19's predict + map about 5x faster where the CPU has bfloat16 units,
+    each probability within 0.02 of f32's: tests/test_engine.py, docs/speed.md); "f32" serves torch's numbers."""
+    precision = precision or os.environ.get(PRECISION_ENV) or "auto"
     replicas = max(1, replicas or runtime.usable_cores())
     torch.set_num_threads(max(1, runtime.usable_cores() // replicas))
     return ModelZoo(discover(extra), replicas=replicas, precision=precision)
@@ -412,8 +411,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--replicas", type=int, default=None,
                     help="requests each model computes at once, on cores/replicas torch threads each (default: one per core)")
     ap.add_argument("--precision", choices=PRECISIONS, default=None,
-                    help=f"the inference runtime's arithmetic: bf16 where the CPU has it, or f32 (torch's numbers); "
-                         f"default ${PRECISION_ENV}, else bf16")
+                    help=f"the inference runtime's arithmetic: auto (bf16 for the families that gain from it), bf16, "
+                         f"or f32 (torch's numbers); default ${PRECISION_ENV}, else auto")
     args = ap.parse_args(argv)
     zoo = serving_zoo(args.models, args.replicas, args.precision)
     if zoo.default:

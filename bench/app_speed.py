@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-ENGINES = "torch,onnxruntime,openvino:f32,openvino:bf16"  # ENGINE[:PRECISION]; openvino:bf16 is what the app serves
+ENGINES = "torch,onnxruntime,openvino:f32,openvino:auto"  # ENGINE[:PRECISION]; openvino:auto is what the app serves
 
 
 def engine_env(spec: str) -> dict[str, str]:

@@ -1,6 +1,6 @@
 """The serving table: every inference engine side by side, measured in one run on this machine.
 
-    python -m bench.serving [--engines torch,onnxruntime,openvino:f32,openvino:bf16] [--requests 50] [--write docs/speed.md]
+    python -m bench.serving [--engines torch,onnxruntime,openvino:f32,openvino:auto] [--requests 50] [--write docs/speed.md]
 
 Per engine and arithmetic (``ENGINE[:PRECISION]``, ``bench.app_speed.engine_env``), one after another: latency (``bench.app_speed``), the
 CPU time of 300 requests on real radiographs served as the app serves them (``bench.cpu_time``'s app row, a fresh

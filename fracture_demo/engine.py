@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 ENGINE_ENV = "FRACTURE_ENGINE"  # openvino (default) | onnxruntime | torch
 CACHE_ENV = "FRACTURE_CACHE"  # where exported graphs are kept (default ~/.cache/fracture_demo)
 BACKENDS = ("openvino", "onnxruntime")
-PRECISIONS = ("f32", "bf16")
+PRECISIONS = ("f32", "bf16", "auto")  # auto: bf16 for the families the registry marks serve_bf16, else f32
 _GRAPH_VERSION = "2"  # bump when what the exported graph computes changes: old cache entries are then ignored
 _OPSET = 18
 _exporting = threading.Lock()  # torch.onnx keeps its state in globals: one export at a time in a process
@@ -219,13 +219,15 @@ def compile_model(model: nn.Module, config: dict, weights_file: Path, guard_laye
     exported once per weights (cached), or None where torch serves it: the engine is off, or its maps need
     gradients (the head is not linear in the CAM layer's map, ``ModelSpec.cam_weights``).
     ``threads`` per call (default: torch's, which the app sets to one per request); as many calls at once as the
-    cores hold at that. ``precision``: "f32" (the numbers torch computes) or "bf16": bfloat16 for the families
-    measured to gain from it and stay close to f32 (the registry's ``serve_bf16``; VGG19 about 6x faster where the
-    CPU has bfloat16 matrix units), f32 for the others."""
+    cores hold at that. ``precision``: "f32" (the numbers torch computes), "bf16" (bfloat16 where the CPU has
+    bfloat16 units; OpenVINO only) or "auto" (bf16 for the families measured to gain from it and stay close to f32,
+    the registry's ``serve_bf16``: ``python -m bench.precision``; f32 for the others)."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
     name, arch = backend(), config["architecture"]
-    precision = precision if get_spec(arch).serve_bf16 and name == "openvino" else "f32"
+    if precision == "auto":
+        precision = "bf16" if get_spec(arch).serve_bf16 else "f32"
+    precision = precision if name == "openvino" else "f32"
     if name is None or get_spec(arch).cam_weights(model) is None:
         return None
     what = json.dumps([_GRAPH_VERSION, torch.__version__, arch, config.get("model_kwargs", {}), guard_layer, guarded])

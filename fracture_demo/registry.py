@@ -59,9 +59,9 @@ class ModelSpec:
     size_kwarg: str | None = None  # builder argument that sets another input size (None: any size works)
     fixed_size: bool = False  # True: only ``image_size`` works (a flatten into Linear layers)
     cpu_bf16: bool = True  # bf16 autocast trains faster on CPU (measured False for the depthwise-conv nets)
-    # served in bfloat16 when the app asks (engine.compile_model): measured 1.5-6x faster on one thread, each
-    # probability within 0.015 of f32's on real radiographs (docs/speed.md); the depthwise-conv nets gain little
-    # and drift further (the default fusion: 0.05)
+    # served in bfloat16 at precision "auto", the app's (engine.compile_model): the families that bf16 makes much
+    # faster while P(fractured) stays close to f32's on real radiographs (python -m bench.precision, docs/speed.md);
+    # the depthwise-conv nets gain little and drift further
     serve_bf16: bool = False
     variant_of: str | None = None  # the study architecture this one varies: the family it is compared within
 

@@ -68,8 +68,8 @@ def test_runtime_equals_torch_on_real_radiographs(name, backend, images, mobilen
     assert reference.compiled is None and fast.compiled is not None and fast.compiled.has_cam
     assert_same(reference, fast, images)
     assert np.abs(fast.explain(images[0]).heatmap).max() > 0.5  # a real map, not two empty ones
-    if backend == "openvino":  # bf16, as the app serves (app.serving_zoo): close to f32 where the family is served so
-        served = load(folder, precision="bf16")
+    if backend == "openvino":  # as the app serves (app.serving_zoo): bf16 where the family gains from it, close to f32
+        served = load(folder, precision="auto")
         assert served.compiled.precision == ("bf16" if get_spec(served.arch).serve_bf16 else "f32")
         for img in images:
             ea, eb = reference.explain(img, "gradcam"), served.explain(img, "gradcam")
@@ -163,7 +163,9 @@ def test_the_app_serves_bf16_where_the_family_gains_and_f32_when_asked(monkeypat
     monkeypatch.setenv(engine.ENGINE_ENV, "openvino")
     threads = torch.get_num_threads()  # serving_zoo sets the process's threads, as the app does
     try:
-        assert serving_zoo().get("wide_resnet").compiled.precision == "bf16"
+        zoo = serving_zoo()
+        assert zoo.get("wide_resnet").compiled.precision == "bf16"
+        assert zoo.get("efficientnet_lite0_fracatlas").compiled.precision == "f32"  # depthwise: f32 at "auto"
         monkeypatch.setenv(PRECISION_ENV, "f32")
         assert serving_zoo().get("wide_resnet").compiled.precision == "f32"
     finally:
