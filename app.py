@@ -395,7 +395,8 @@ def serving_zoo(extra: list[str] | None = None, replicas: int | None = None, pre
     a second thread, and threads that wait for each other cost kernel time (bench/load_test.py, docs/speed.md).
     ``precision`` (default ``$FRACTURE_PRECISION``, else "auto"): "auto" serves the families that gain from it in
     bfloat16 (the registry's ``serve_bf16``; VGG19's predict + map about 5x faster where the CPU has bfloat16 units,
-    each probability within 0.02 of f32's: tests/test_engine.py, docs/speed.md); "f32" serves torch's numbers."""
+    P(fractured) moved by at most 0.03 on real radiographs: docs/speed.md, bench/precision.py); "f32" serves
+    torch's numbers."""
     precision = precision or os.environ.get(PRECISION_ENV) or "auto"
     replicas = max(1, replicas or runtime.usable_cores())
     torch.set_num_threads(max(1, runtime.usable_cores() // replicas))

@@ -61,7 +61,7 @@ class ModelSpec:
     cpu_bf16: bool = True  # bf16 autocast trains faster on CPU (measured False for the depthwise-conv nets)
     # served in bfloat16 at precision "auto", the app's (engine.compile_model): the families that bf16 makes much
     # faster while P(fractured) stays close to f32's on real radiographs (python -m bench.precision, docs/speed.md);
-    # the depthwise-conv nets gain little and drift further
+    # the depthwise-conv nets gain less and drift further (P(fractured) up to 0.05, maps up to 0.58)
     serve_bf16: bool = False
     variant_of: str | None = None  # the study architecture this one varies: the family it is compared within
 
